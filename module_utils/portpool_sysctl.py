@@ -1,0 +1,205 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure helpers for the sysctl values that shape the ephemeral-port pool.
+
+Shared by every portpool module. Nothing here touches the system except
+read_sysctl(), which takes the /proc/sys root as an argument so tests can point
+it at a fixture tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+PORT_MIN = 1
+PORT_MAX = 65535
+
+# Dotted sysctl names portpool knows, in the order reports show them.
+KNOWN_KEYS = (
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_tw_reuse_delay",
+    "net.ipv4.tcp_timestamps",
+    "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_tw_recycle",
+    "net.core.somaxconn",
+    "fs.nr_open",
+    "fs.file-max",
+)
+
+
+def normalise_value(text):
+    """Collapse whitespace the way the kernel reads a value back.
+
+    `32768\t60999`, `32768 60999` and ` 32768  60999\n` are all the same value.
+    """
+    if text is None:
+        return None
+    return " ".join(str(text).split())
+
+
+def sysctl_path(name, root="/proc/sys"):
+    """Map `net.ipv4.tcp_tw_reuse` to `<root>/net/ipv4/tcp_tw_reuse`.
+
+    Dots separate path components, as in sysctl(8); a slash-separated name is
+    accepted as is.
+    """
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError("invalid sysctl name %r" % (name,))
+    parts = name.split("/") if "/" in name else name.split(".")
+    return os.path.join(root, *parts)
+
+
+def read_sysctl(name, root="/proc/sys"):
+    """Return the normalised value of a sysctl, or None when the kernel lacks it.
+
+    Other read errors (EACCES, EIO) are raised: a missing key and an unreadable
+    one mean different things to a report.
+    """
+    try:
+        with open(sysctl_path(name, root), encoding="ascii") as handle:
+            return normalise_value(handle.read())
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+
+
+def parse_int(text, name="value"):
+    """Parse a decimal integer, rejecting anything else with a clear message."""
+    value = normalise_value(text)
+    if value is None or value == "":
+        raise ValueError("%s is empty" % name)
+    digits = value[1:] if value.startswith("-") else value
+    if not digits.isdigit() or not digits.isascii():
+        raise ValueError("%s must be an integer, got %r" % (name, text))
+    return int(value)
+
+
+def parse_port_range(text):
+    """Parse `ip_local_port_range` text into (low, high).
+
+    Accepts any whitespace between the two numbers. Raises ValueError for
+    anything the kernel would not hold: non-integers, ports out of 1..65535,
+    low above high.
+    """
+    value = normalise_value(text)
+    fields = value.split(" ") if value else []
+    if len(fields) != 2:
+        raise ValueError(
+            "ip_local_port_range must be two integers 'low high', got %r" % (text,))
+    low = parse_int(fields[0], "ip_local_port_range low end")
+    high = parse_int(fields[1], "ip_local_port_range high end")
+    for port in (low, high):
+        if not PORT_MIN <= port <= PORT_MAX:
+            raise ValueError(
+                "ip_local_port_range ports must lie in %d..%d, got %d"
+                % (PORT_MIN, PORT_MAX, port))
+    if low > high:
+        raise ValueError(
+            "ip_local_port_range low end %d is above the high end %d" % (low, high))
+    return low, high
+
+
+def parse_reserved_ports(text):
+    """Parse `ip_local_reserved_ports` (`8080,9000-9010`) into sorted merged [low, high] pairs.
+
+    An empty value means nothing is reserved. Overlapping and adjacent entries
+    are merged, as the kernel keeps a bitmap and prints it back merged.
+    """
+    value = normalise_value(text)
+    if not value:
+        return []
+    spans = []
+    for item in value.replace(" ", "").split(","):
+        if not item:
+            raise ValueError(
+                "ip_local_reserved_ports has an empty entry in %r" % (text,))
+        if "-" in item:
+            low_text, _, high_text = item.partition("-")
+            low = parse_int(low_text, "reserved port")
+            high = parse_int(high_text, "reserved port")
+        else:
+            low = high = parse_int(item, "reserved port")
+        for port in (low, high):
+            if not 0 <= port <= PORT_MAX:
+                raise ValueError(
+                    "reserved port %d is outside 0..%d" % (port, PORT_MAX))
+        if low > high:
+            raise ValueError(
+                "reserved port span %r runs backwards" % (item,))
+        spans.append([low, high])
+    return merge_spans(spans)
+
+
+def merge_spans(spans):
+    """Sort [low, high] spans and merge overlapping or adjacent ones."""
+    merged = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged
+
+
+def format_reserved_ports(spans):
+    """Render spans the way the kernel prints them: `8080,9000-9010`."""
+    parts = []
+    for low, high in merge_spans([list(span) for span in spans]):
+        parts.append(str(low) if low == high else "%d-%d" % (low, high))
+    return ",".join(parts)
+
+
+def reserved_in_range(spans, low, high):
+    """Count reserved ports that fall inside [low, high]."""
+    count = 0
+    for span_low, span_high in spans:
+        start = max(span_low, low)
+        end = min(span_high, high)
+        if start <= end:
+            count += end - start + 1
+    return count
+
+
+def pool_size(low, high, reserved_spans=()):
+    """Describe the per-destination pool a range and reservation give.
+
+    Returns a dict with `low`, `high`, `size` (ports in the range),
+    `reserved_in_range` and `usable` (what anonymous connect() can pick for one
+    destination ip:port).
+    """
+    size = high - low + 1
+    reserved = reserved_in_range(reserved_spans, low, high)
+    return {
+        "low": low,
+        "high": high,
+        "size": size,
+        "reserved_in_range": reserved,
+        "usable": size - reserved,
+    }
+
+
+def same_parity(low, high):
+    """True when both ends share parity, which the kernel warns about since 4.6."""
+    return (low % 2) == (high % 2)
+
+
+def parse_kernel_version(release):
+    """Turn `6.18.44-fc-v782` into [6, 18, 44]; missing parts are 0."""
+    numbers = []
+    for part in str(release).split("-", 1)[0].split(".")[:3]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        numbers.append(int(digits) if digits else 0)
+    while len(numbers) < 3:
+        numbers.append(0)
+    return numbers
