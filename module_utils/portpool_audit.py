@@ -984,7 +984,12 @@ def evaluate_host(ctx):
             continue
         for hit in rule.check(ctx):
             findings.append(make_finding(rule, ctx, hit))
-    return findings
+    return sort_findings(findings)
+
+
+def sort_findings(findings):
+    """Worst first, then by rule id (stable for one rule's several findings)."""
+    return sorted(findings, key=lambda item: (-SEVERITY_RANK[item["severity"]], item["id"]))
 
 
 def evaluate(contexts):
@@ -997,9 +1002,7 @@ def evaluate(contexts):
         for host, hits in rule.check(contexts).items():
             ctx = by_name[host]
             result[host].extend(make_finding(rule, ctx, hit) for hit in hits)
-    for findings in result.values():
-        findings.sort(key=lambda item: (-SEVERITY_RANK[item["severity"]], item["id"]))
-    return result
+    return {host: sort_findings(found) for host, found in result.items()}
 
 
 def worst_severity(findings, include_waived=False):

@@ -1,0 +1,103 @@
+"""library/portpool_audit.py: result files, run folders, the preflight gate list."""
+
+import json
+from pathlib import Path
+
+import portpool_audit
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "audit"
+
+
+def load(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def entry(host, facts, probe=None, groups=("web",), **policy):
+    return {
+        "host": host,
+        "groups": list(groups),
+        "facts_result": {"changed": False, "ansible_facts": {"portpool": facts}},
+        "probe_result": {"changed": False, "probe": probe} if probe else {"skipped": True},
+        "policy": policy,
+        "audited_at": "2026-11-23T19:00:00Z",
+    }
+
+
+def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
+    entries = [
+        entry("clean", load("facts_clean.json"), load("probe_clean.json")),
+        entry("messy", load("facts_messy.json"), load("probe_clean.json")),
+        {"host": "dead", "groups": ["web"], "policy": {},
+         "facts_result": {"unreachable": True, "msg": "ssh: connection refused"},
+         "probe_result": {"skipped": True}, "audited_at": "2026-11-23T19:00:01Z"},
+        None,
+    ]
+    result = portpool_audit.run(entries, ["clean", "messy", "dead", "vanished"],
+                                None, str(tmp_path))
+    run_dir = Path(result["run_dir"])
+    assert run_dir.parent == tmp_path / "reports"
+    files = sorted(path.name for path in (run_dir / "results").iterdir())
+    assert files == ["clean.json", "dead.json", "messy.json", "vanished.json"]
+    rules = json.loads((run_dir / "rules.json").read_text())
+    assert [rule["id"] for rule in rules][:3] == ["PP001", "PP002", "PP003"]
+    assert set(rules[0]) == {"id", "severity", "title", "description"}
+
+    clean = json.loads((run_dir / "results" / "clean.json").read_text())
+    assert set(clean) == {"schema", "host", "status", "error", "audited_at", "groups",
+                          "facts", "probe", "findings"}
+    assert (clean["schema"], clean["status"], clean["error"], clean["findings"]) == \
+        (1, "ok", None, [])
+    assert clean["facts"]["ephemeral"]["usable"] == 28232 and clean["probe"]["scope"] == "quick"
+
+    dead = json.loads((run_dir / "results" / "dead.json").read_text())
+    assert (dead["status"], dead["facts"], dead["probe"]) == ("unreachable", None, None)
+    assert dead["error"] == "ssh: connection refused"
+    assert [item["id"] for item in dead["findings"]] == ["PP017"]
+    vanished = json.loads((run_dir / "results" / "vanished.json").read_text())
+    assert vanished["status"] == "failed"
+
+    by_host = {line["host"]: line for line in result["hosts"]}
+    assert by_host["clean"]["worst"] is None and by_host["messy"]["worst"] == "high"
+    assert {item["host"] for item in result["blocking"]} == {"messy", "dead", "vanished"}
+    assert all(item["severity"] in ("high", "critical") for item in result["blocking"])
+    assert result["blocking_lines"][0].startswith("HIGH PP0")
+    assert result["counts"]["high"] == len(result["blocking"])
+
+
+def test_fail_on_and_waivers_per_host(tmp_path):
+    waive = [{"rule": "*", "hosts": ["messy"], "reason": "known"}]
+    result = portpool_audit.run(
+        [entry("messy", load("facts_messy.json"), waivers=waive, fail_on="info"),
+         entry("clean", load("facts_clean.json"), fail_on="info")],
+        [], "out", str(tmp_path))
+    assert result["run_dir"] == str(tmp_path / "out")
+    assert result["blocking"] == []
+    doc = json.loads((tmp_path / "out" / "results" / "messy.json").read_text())
+    assert doc["findings"] and all(item["waived"] for item in doc["findings"])
+
+
+def test_explicit_run_dir_is_reused_and_playbooks_dir_maps_to_its_parent(tmp_path):
+    (tmp_path / "playbooks").mkdir()
+    for _ in range(2):
+        result = portpool_audit.run([entry("a", load("facts_clean.json"))], [], "reports/x",
+                                    str(tmp_path / "playbooks"))
+        assert result["run_dir"] == str(tmp_path / "reports" / "x")
+
+
+def test_default_run_dirs_never_collide(tmp_path):
+    path, fresh = portpool_audit.resolve_run_dir(None, str(tmp_path), stamp="20260101T000000Z")
+    assert fresh
+    first = portpool_audit.make_unique(path)
+    second = portpool_audit.make_unique(path)
+    assert first != second and second.endswith("-2")
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("web-01.example.net", "web-01.example.net"),
+    ("a/b", "a_b"),
+    ("..", "_.."),
+    ("host with space", "host_with_space"),
+])
+def test_safe_name(name, expected):
+    assert portpool_audit.safe_name(name) == expected
