@@ -21,24 +21,35 @@ description:
 version_added: "0.1.0"
 author: portpool contributors
 options:
-  hosts:
-    description:
-      - One entry per audited host.
-      - C(host) the inventory name; C(groups) its inventory groups; C(facts_result) and
-        C(probe_result) what C(register:) captured for C(portpool_facts) and
-        C(portpool_probe) (unreachable and failed results included; null when the task
-        never ran); C(policy) the host's policy (see the C(portpool_audit) role);
-        C(audited_at) an ISO-8601 UTC time.
-      - An entry that is null stands for a host that produced no input at all; give its
-        name in I(names) at the same index.
-    type: list
-    elements: raw
-    required: true
   names:
     description:
-      - Inventory names matching I(hosts) by index, for entries that are null.
+      - Inventory names of the audited hosts, in play order. The other list options
+        are parallel to it (same length, same order); a missing or null entry means
+        the host produced nothing for that option.
     type: list
     elements: str
+    required: true
+  hosts:
+    description:
+      - What the role collected on each host before contacting it, a dict with
+        C(vars) (the C(portpool_audit) role's variables as that host sees them:
+        C(portpool_audit_min_usable_ports), ..., C(portpool_preflight_fail_on);
+        missing ones take the rules' defaults), C(groups) (C(group_names)) and
+        C(started) (ISO-8601 UTC time the host's audit began).
+    type: list
+    elements: raw
+    default: []
+  facts_results:
+    description:
+      - What C(register:) captured for C(portpool_facts) on each host, unreachable and
+        failed results included; null when the task never ran.
+    type: list
+    elements: raw
+    default: []
+  probe_results:
+    description: What C(register:) captured for C(portpool_probe) on each host.
+    type: list
+    elements: raw
     default: []
   run_dir:
     description:
@@ -68,10 +79,10 @@ seealso:
 EXAMPLES = r"""
 - name: Judge every host and write the result files
   portpool_audit:
-    hosts: >-
-      {{ ansible_play_hosts_all | map('extract', hostvars)
-         | map(attribute='audit_input', default=none) | list }}
     names: "{{ ansible_play_hosts_all }}"
+    hosts: "{{ ansible_play_hosts_all | map('extract', hostvars, 'audit_host') }}"
+    facts_results: "{{ ansible_play_hosts_all | map('extract', hostvars, 'facts') }}"
+    probe_results: "{{ ansible_play_hosts_all | map('extract', hostvars, 'probe') }}"
     base_dir: "{{ playbook_dir }}"
   run_once: true
   delegate_to: localhost
@@ -145,14 +156,17 @@ from ansible.module_utils.portpool_audit import (
     context_from_results,
     evaluate,
     host_document,
+    policy_from_vars,
     worst_severity,
 )
 
 
 def get_argument_spec():
     return {
-        "hosts": {"type": "list", "elements": "raw", "required": True},
-        "names": {"type": "list", "elements": "str", "default": []},
+        "names": {"type": "list", "elements": "str", "required": True},
+        "hosts": {"type": "list", "elements": "raw", "default": []},
+        "facts_results": {"type": "list", "elements": "raw", "default": []},
+        "probe_results": {"type": "list", "elements": "raw", "default": []},
         "run_dir": {"type": "str"},
         "base_dir": {"type": "path", "required": True},
     }
@@ -209,30 +223,35 @@ def write_json(path, data):
         raise
 
 
-def build_contexts(entries, names):
-    """HostContexts and audit times from the module's `hosts` entries."""
+def _at(items, index, default=None):
+    value = items[index] if index < len(items) else None
+    return default if value is None else value
+
+
+def build_contexts(params):
+    """HostContexts, audit times and group lists from the module's parallel lists."""
     contexts, times, groups = [], {}, {}
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            name = names[index] if index < len(names) else "host-%d" % index
-            ctx = HostContext(name, status="failed",
+    for index, name in enumerate(params["names"]):
+        info = _at(params["hosts"], index, {})
+        host_groups = list(info.get("groups") or [])
+        policy = policy_from_vars(info.get("vars") or {}, name)
+        facts_result = _at(params["facts_results"], index)
+        if facts_result is None:
+            ctx = HostContext(name, policy=policy, groups=host_groups, status="failed",
                               error="no audit input: the host left the play early")
-            contexts.append(ctx)
-            times[name], groups[name] = utc_now(), []
-            continue
-        ctx = context_from_results(entry["host"], entry.get("groups") or [],
-                                   entry.get("facts_result"), entry.get("probe_result"),
-                                   entry.get("policy"))
+        else:
+            ctx = context_from_results(name, host_groups, facts_result,
+                                       _at(params["probe_results"], index), policy)
         contexts.append(ctx)
-        times[ctx.host] = entry.get("audited_at") or utc_now()
-        groups[ctx.host] = list(entry.get("groups") or [])
+        times[name] = info.get("started") or utc_now()
+        groups[name] = host_groups
     return contexts, times, groups
 
 
-def run(entries, names, run_dir, base_dir):
+def run(params):
     """Evaluate and write every file; return the module's result dict."""
-    contexts, times, groups = build_contexts(entries, names)
-    path, fresh = resolve_run_dir(run_dir, base_dir)
+    contexts, times, groups = build_contexts(params)
+    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
     if fresh:
         path = make_unique(path)
     results_dir = os.path.join(path, "results")
@@ -277,9 +296,8 @@ def run(entries, names, run_dir, base_dir):
 
 def main():
     module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
-    params = module.params
     try:
-        result = run(params["hosts"], params["names"], params["run_dir"], params["base_dir"])
+        result = run(module.params)
     except (OSError, KeyError, TypeError, ValueError) as exc:
         module.fail_json(msg="portpool_audit: %s: %s" % (type(exc).__name__, exc))
     module.exit_json(**result)

@@ -32,6 +32,7 @@ SCHEMA = 1
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 STATUSES = ("ok", "unreachable", "failed")
+RULE_IDS_ALL = tuple("PP%03d" % number for number in range(1, 18))
 
 # TCP_TIMEWAIT_LEN (include/net/tcp.h) and the tcp_fin_timeout default: both 60 s.
 TIME_WAIT_SECONDS = 60
@@ -359,6 +360,68 @@ def merged_policy(policy):
         if value is not None or key == "min_tw_buckets":
             merged[key] = value
     return merged
+
+
+# Role variables (roles/portpool_audit) and the policy keys they set.
+POLICY_VARS = {
+    "portpool_audit_min_usable_ports": ("min_usable_ports", int),
+    "portpool_audit_pool_headroom": ("pool_headroom", float),
+    "portpool_audit_destination_warn": ("destination_warn", float),
+    "portpool_audit_destination_high": ("destination_high", float),
+    "portpool_audit_service_ports": ("service_ports", list),
+    "portpool_audit_min_tw_buckets": ("min_tw_buckets", int),
+    "portpool_audit_processes": ("processes", list),
+    "portpool_audit_bind_zero_programs": ("bind_zero_programs", list),
+    "portpool_audit_desired": ("desired", dict),
+    "portpool_audit_drift_keys": ("drift_keys", list),
+    "portpool_audit_drift_min_hosts": ("drift_min_hosts", int),
+    "portpool_audit_severity": ("severity", dict),
+    "portpool_audit_waivers": ("waivers", list),
+    "portpool_preflight_fail_on": ("fail_on", str),
+}
+
+
+def policy_from_vars(variables, host="this host"):
+    """Turn the role's variables into a policy dict; ValueError names a bad variable."""
+    policy = {}
+    for name, (key, kind) in POLICY_VARS.items():
+        if name not in (variables or {}):
+            continue
+        value = variables[name]
+        if value is None or (kind is str and value == ""):
+            policy[key] = None
+            continue
+        try:
+            if kind in (int, float):
+                value = kind(value)
+            elif not isinstance(value, kind):
+                raise TypeError("expected a %s" % kind.__name__)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("%s of %s: %r is not valid (%s)" % (name, host, value, exc)) from exc
+        policy[key] = value
+    merged = merged_policy(policy)
+    checks = (
+        ("portpool_audit_min_usable_ports", merged["min_usable_ports"] >= 1, ">= 1"),
+        ("portpool_audit_pool_headroom", merged["pool_headroom"] >= 1, ">= 1"),
+        ("portpool_audit_destination_warn",
+         0 < merged["destination_warn"] <= merged["destination_high"] <= 1,
+         "in (0, 1] and not above portpool_audit_destination_high"),
+        ("portpool_audit_drift_min_hosts", merged["drift_min_hosts"] >= 2, ">= 2"),
+        ("portpool_preflight_fail_on", merged["fail_on"] in SEVERITIES,
+         "one of %s" % ", ".join(SEVERITIES)),
+    )
+    for name, good, rule in checks:
+        if not good:
+            raise ValueError("%s of %s must be %s" % (name, host, rule))
+    for item in merged["waivers"]:
+        if not isinstance(item, dict) or item.get("rule") not in (*RULE_IDS_ALL, "*"):
+            raise ValueError("portpool_audit_waivers of %s: %r needs a rule id "
+                             "(PP001...) or *" % (host, item))
+    for rule_id, severity in (merged["severity"] or {}).items():
+        if rule_id not in RULE_IDS_ALL or severity not in SEVERITIES:
+            raise ValueError("portpool_audit_severity of %s: %s: %s is not a rule id and "
+                             "severity" % (host, rule_id, severity))
+    return policy
 
 
 # --------------------------------------------------------------------------- helpers
@@ -934,6 +997,7 @@ RULES = (
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}
 RULE_IDS = tuple(RULES_BY_ID)
+assert RULE_IDS == RULE_IDS_ALL, "keep RULE_IDS_ALL in step with RULES"
 
 
 def catalogue():

@@ -13,14 +13,28 @@ def load(name):
     return json.loads((FIXTURES / name).read_text())
 
 
-def entry(host, facts, probe=None, groups=("web",), **policy):
+def entry(host, facts, probe=None, groups=("web",), **policy_vars):
     return {
         "host": host,
         "groups": list(groups),
         "facts_result": {"changed": False, "ansible_facts": {"portpool": facts}},
         "probe_result": {"changed": False, "probe": probe} if probe else {"skipped": True},
-        "policy": policy,
+        "policy_vars": policy_vars,
         "audited_at": "2026-11-23T19:00:00Z",
+    }
+
+
+def params(entries, run_dir, base_dir, names=None):
+    """The module's parallel-list parameters from one dict per host (None: no input)."""
+    names = names or [item["host"] for item in entries]
+    return {
+        "names": names,
+        "hosts": [item and {"vars": item["policy_vars"], "groups": item["groups"],
+                            "started": item["audited_at"], "bounds": []} for item in entries],
+        "facts_results": [item and item["facts_result"] for item in entries],
+        "probe_results": [item and item["probe_result"] for item in entries],
+        "run_dir": run_dir,
+        "base_dir": base_dir,
     }
 
 
@@ -28,13 +42,13 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
     entries = [
         entry("clean", load("facts_clean.json"), load("probe_clean.json")),
         entry("messy", load("facts_messy.json"), load("probe_clean.json")),
-        {"host": "dead", "groups": ["web"], "policy": {},
+        {"host": "dead", "groups": ["web"], "policy_vars": {},
          "facts_result": {"unreachable": True, "msg": "ssh: connection refused"},
          "probe_result": {"skipped": True}, "audited_at": "2026-11-23T19:00:01Z"},
         None,
     ]
-    result = portpool_audit.run(entries, ["clean", "messy", "dead", "vanished"],
-                                None, str(tmp_path))
+    result = portpool_audit.run(params(entries, None, str(tmp_path),
+                                       ["clean", "messy", "dead", "vanished"]))
     run_dir = Path(result["run_dir"])
     assert run_dir.parent == tmp_path / "reports"
     files = sorted(path.name for path in (run_dir / "results").iterdir())
@@ -67,10 +81,11 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
 
 def test_fail_on_and_waivers_per_host(tmp_path):
     waive = [{"rule": "*", "hosts": ["messy"], "reason": "known"}]
-    result = portpool_audit.run(
-        [entry("messy", load("facts_messy.json"), waivers=waive, fail_on="info"),
-         entry("clean", load("facts_clean.json"), fail_on="info")],
-        [], "out", str(tmp_path))
+    result = portpool_audit.run(params(
+        [entry("messy", load("facts_messy.json"), portpool_audit_waivers=waive,
+               portpool_preflight_fail_on="info"),
+         entry("clean", load("facts_clean.json"), portpool_preflight_fail_on="info")],
+        "out", str(tmp_path)))
     assert result["run_dir"] == str(tmp_path / "out")
     assert result["blocking"] == []
     doc = json.loads((tmp_path / "out" / "results" / "messy.json").read_text())
@@ -80,8 +95,8 @@ def test_fail_on_and_waivers_per_host(tmp_path):
 def test_explicit_run_dir_is_reused_and_playbooks_dir_maps_to_its_parent(tmp_path):
     (tmp_path / "playbooks").mkdir()
     for _ in range(2):
-        result = portpool_audit.run([entry("a", load("facts_clean.json"))], [], "reports/x",
-                                    str(tmp_path / "playbooks"))
+        result = portpool_audit.run(params([entry("a", load("facts_clean.json"))], "reports/x",
+                                           str(tmp_path / "playbooks")))
         assert result["run_dir"] == str(tmp_path / "reports" / "x")
 
 
@@ -101,3 +116,30 @@ def test_default_run_dirs_never_collide(tmp_path):
 ])
 def test_safe_name(name, expected):
     assert portpool_audit.safe_name(name) == expected
+
+
+def test_policy_vars_are_typed_and_checked():
+    from ansible.module_utils.portpool_audit import policy_from_vars
+    policy = policy_from_vars({"portpool_audit_min_usable_ports": "20000",
+                               "portpool_audit_destination_warn": "0.6",
+                               "portpool_preflight_fail_on": "medium",
+                               "portpool_audit_min_tw_buckets": None}, "h1")
+    assert policy == {"min_usable_ports": 20000, "destination_warn": 0.6,
+                      "fail_on": "medium", "min_tw_buckets": None}
+    bad = [
+        ({"portpool_audit_min_usable_ports": "lots"}, "portpool_audit_min_usable_ports of h1"),
+        ({"portpool_audit_destination_warn": 0.9, "portpool_audit_destination_high": 0.8},
+         "portpool_audit_destination_warn of h1"),
+        ({"portpool_audit_waivers": [{"rule": "PP999"}]}, "portpool_audit_waivers of h1"),
+        ({"portpool_audit_severity": {"PP001": "huge"}}, "portpool_audit_severity of h1"),
+        ({"portpool_audit_service_ports": "80"}, "portpool_audit_service_ports of h1"),
+        ({"portpool_preflight_fail_on": "fatal"}, "portpool_preflight_fail_on of h1"),
+    ]
+    for variables, message in bad:
+        with pytest.raises(ValueError, match=message):
+            policy_from_vars(variables, "h1")
+
+
+def test_policy_vars_cover_every_policy_key():
+    from ansible.module_utils.portpool_audit import DEFAULT_POLICY, POLICY_VARS
+    assert {key for key, _ in POLICY_VARS.values()} == set(DEFAULT_POLICY)

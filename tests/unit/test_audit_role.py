@@ -22,7 +22,17 @@ def test_defaults_and_argument_specs_agree():
         assert name.startswith("portpool_audit_"), name
         assert options[name].get("default") == value, name
         assert options[name].get("description"), name
-    assert specs["validate"]["options"] == options
+
+
+def test_validated_variables_are_every_option():
+    # tasks/validate.yml checks __portpool_audit_policy_vars against the spec.
+    options = load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+    collected = load("vars/main.yml")["__portpool_audit_policy_vars"]
+    assert set(collected) == set(options) - {"portpool_report_dir"}
+    for name, template in collected.items():
+        assert template.startswith("{{ %s " % name) and template.endswith("}}"), name
+    from ansible.module_utils.portpool_audit import POLICY_VARS
+    assert set(POLICY_VARS) <= set(collected)
 
 
 def test_every_default_is_commented():
