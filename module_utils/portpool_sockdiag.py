@@ -1,0 +1,533 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""TCP socket tables from the kernel: NETLINK_SOCK_DIAG (inet_diag) and /proc/net/tcp.
+
+Two sources, one shape. The netlink path asks the kernel for the TCP states it
+needs (the `idiag_states` bitmask is applied in the kernel, as `ss state ...`
+does) and parses the replies with fixed struct layouts; /proc/net/tcp and tcp6
+are the fallback where netlink sock_diag is unavailable (old kernels, seccomp,
+some containers).
+
+Everything that turns bytes or text into numbers is a pure function over a
+buffer, so the unit tests feed it captured replies and fixture files. The hot
+path (100,000 TIME_WAIT sockets) never builds a per-socket dict: a reply buffer
+is walked with precompiled structs and a Counter is keyed on the raw
+(remote port, local address, remote address) bytes; addresses are decoded only
+for the grouped keys.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections import Counter
+
+# include/net/tcp_states.h
+TCP_STATES = {
+    1: "established",
+    2: "syn_sent",
+    3: "syn_recv",
+    4: "fin_wait1",
+    5: "fin_wait2",
+    6: "time_wait",
+    7: "close",
+    8: "close_wait",
+    9: "last_ack",
+    10: "listen",
+    11: "closing",
+    12: "new_syn_recv",
+}
+STATE_NUMBERS = {name: number for number, name in TCP_STATES.items()}
+ESTABLISHED = 1
+SYN_RECV = 3
+TIME_WAIT = 6
+CLOSE = 7
+LISTEN = 10
+NEW_SYN_RECV = 12
+ALL_STATES = sum(1 << number for number in TCP_STATES)
+# Sockets that hold a local port towards one destination: every state but
+# LISTEN and CLOSE (a closed socket has no 4-tuple).
+CONNECTION_STATES = ALL_STATES & ~((1 << LISTEN) | (1 << CLOSE))
+
+# Netlink and sock_diag constants (include/uapi/linux/{netlink,sock_diag,inet_diag}.h)
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+
+# struct nlmsghdr (native order) + struct inet_diag_req_v2: family, protocol,
+# ext, pad, states, then inet_diag_sockid (ports and addresses in network order).
+_REQUEST = struct.Struct("=IHHIIBBBxI48x")
+# struct nlmsghdr: len, type, flags, seq, pid
+_NLMSGHDR = struct.Struct("=IHHII")
+_NLMSG_LEN_TYPE = struct.Struct("=IH")
+# A reply = nlmsghdr (16) + inet_diag_msg (72) + optional attributes
+# (TIME_WAIT replies have none). inet_diag_msg: family, state, timer, retrans,
+# inet_diag_sockid (sport, dport, src[16], dst[16], if, cookie[2]), expires,
+# rqueue, wqueue, uid, inode.
+MSG_HEADER_LEN = 16
+DIAG_MSG_LEN = 72
+TIMEWAIT_MSG_LEN = MSG_HEADER_LEN + DIAG_MSG_LEN
+# Offsets inside one message (from the start of its nlmsghdr).
+_OFF_FAMILY = 16
+_OFF_STATE = 17
+_OFF_SPORT = 20
+_OFF_DPORT = 22
+_OFF_SRC = 24
+_OFF_DST = 40
+_OFF_END = 56
+
+RECV_BUFFER = 1 << 20  # one recv never exceeds what the kernel puts in one skb
+SOCKET_RCVBUF = 4 << 20
+MAX_DUMP_MESSAGES = 10_000_000  # hard bound on a dump loop
+MAX_DUMP_RECVS = 1_000_000
+
+
+class NetlinkUnavailable(Exception):
+    """sock_diag cannot be used here; fall back to /proc/net/tcp."""
+
+
+def state_mask(names):
+    """Bitmask for idiag_states from state names (`time_wait`) or numbers."""
+    mask = 0
+    for name in names:
+        number = name if isinstance(name, int) else STATE_NUMBERS[name]
+        mask |= 1 << number
+    if mask & (1 << SYN_RECV):
+        # The kernel reports request sockets (NEW_SYN_RECV) as SYN_RECV.
+        mask |= 1 << NEW_SYN_RECV
+    return mask
+
+
+def build_request(family, states, seq=1):
+    """Bytes of one SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`."""
+    return _REQUEST.pack(
+        _REQUEST.size, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
+        family, socket.IPPROTO_TCP, 0, states)
+
+
+def decode_address(family, raw):
+    """Text form of a 16-byte inet_diag address field (IPv4 uses the first 4)."""
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, bytes(raw[:4]))
+    return socket.inet_ntop(socket.AF_INET6, bytes(raw[:16]))
+
+
+def port_table(low, high):
+    """bytes(65536): 1 where a big-endian port, read as its two raw bytes, lies in [low, high].
+
+    Indexed by `buf[o] << 8 | buf[o + 1]`, i.e. the port itself; kept as a
+    table so the hot loop does one index instead of two comparisons.
+    """
+    table = bytearray(65536)
+    if low is not None and high is not None:
+        table[low:high + 1] = b"\x01" * (high - low + 1)
+    return bytes(table)
+
+
+class SocketTally:
+    """What one or more dumps add up to. Plain counters, no per-socket objects.
+
+    - `states[family][state]`: sockets per TCP state number.
+    - `destinations[(family, raw34)][state]`: connection sockets whose local port
+      lies in the ephemeral range, keyed on the raw dport+src+dst bytes.
+    - `listeners`: (family, raw local address, port) of listening sockets.
+    """
+
+    def __init__(self, low=None, high=None, exclude_ports=()):
+        self.in_range = port_table(low, high)
+        if exclude_ports:
+            table = bytearray(self.in_range)
+            for port in exclude_ports:
+                table[port] = 0
+            self.in_range = bytes(table)
+        self.states = {socket.AF_INET: Counter(), socket.AF_INET6: Counter()}
+        self.destinations = {}
+        self.listeners = []
+        self.messages = 0
+
+    def add_buffer(self, buf, length=None):
+        """Account for every inet_diag_msg in `buf[:length]`.
+
+        Returns True when the buffer held NLMSG_DONE (the dump is complete).
+        Raises OSError for an NLMSG_ERROR reply.
+        """
+        return parse_diag_buffer(buf, length, self)
+
+
+def parse_diag_buffer(buf, length, tally):
+    """Walk one recv()'s worth of netlink messages into `tally` (see SocketTally).
+
+    Pure: only `buf` and `tally` are touched. Every message is checked for its
+    length and type; TIME_WAIT replies (88 bytes, no attributes) and full
+    sockets (longer, with attributes) are handled alike by nlmsg_len.
+    """
+    if length is None:
+        length = len(buf)
+    unpack_head = _NLMSG_LEN_TYPE.unpack_from
+    in_range = tally.in_range
+    states = tally.states
+    destinations = tally.destinations
+    offset = 0
+    done = False
+    count = 0
+    while offset + MSG_HEADER_LEN <= length:
+        msg_len, msg_type = unpack_head(buf, offset)
+        if msg_len < MSG_HEADER_LEN or offset + msg_len > length:
+            raise ValueError("truncated netlink message at offset %d" % offset)
+        if msg_type == NLMSG_DONE:
+            done = True
+            break
+        if msg_type == NLMSG_ERROR:
+            (error,) = struct.unpack_from("=i", buf, offset + MSG_HEADER_LEN)
+            if error:
+                raise OSError(-error, os.strerror(-error))
+            offset += (msg_len + 3) & ~3
+            continue
+        if msg_type != SOCK_DIAG_BY_FAMILY or msg_len < TIMEWAIT_MSG_LEN:
+            offset += (msg_len + 3) & ~3
+            continue
+        count += 1
+        family = buf[offset + _OFF_FAMILY]
+        state = buf[offset + _OFF_STATE]
+        states[family][state] += 1
+        if state == LISTEN:
+            tally.listeners.append((
+                family, bytes(buf[offset + _OFF_SRC:offset + _OFF_DST]),
+                buf[offset + _OFF_SPORT] << 8 | buf[offset + _OFF_SPORT + 1]))
+        elif in_range[buf[offset + _OFF_SPORT] << 8 | buf[offset + _OFF_SPORT + 1]]:
+            key = (family, bytes(buf[offset + _OFF_DPORT:offset + _OFF_END]))
+            per_state = destinations.get(key)
+            if per_state is None:
+                per_state = destinations[key] = Counter()
+            per_state[state] += 1
+        offset += (msg_len + 3) & ~3
+    tally.messages += count
+    return done
+
+
+
+
+# TIME_WAIT fast path. One 88-byte record: nlmsg_len, nlmsg_type, skip to the
+# sport, then dport+src+dst raw, skip the rest. The port is network order, so
+# the record is read big-endian and the two native header fields are compared
+# with their byte-swapped expected values.
+_TW_RECORD = struct.Struct(">IH14xH34s32x")
+_TW_LEN_SWAPPED = struct.unpack(">I", struct.pack("=I", TIMEWAIT_MSG_LEN))[0]
+_TW_TYPE_SWAPPED = struct.unpack(">H", struct.pack("=H", SOCK_DIAG_BY_FAMILY))[0]
+
+
+def count_timewait_buffer(buf, length, in_range, counter):
+    """Add the raw destination key of every in-range TIME_WAIT reply to `counter`.
+
+    The fast path for a dump that asked for TIME_WAIT only: such replies carry
+    no attributes, so a run of them is a sequence of 88-byte records that
+    struct.iter_unpack walks in C. Whatever else the buffer holds (the final
+    NLMSG_DONE, an error, an unexpected message) goes through the general walk.
+    Returns (messages, done).
+    """
+    view = memoryview(buf)[:length]
+    whole = length - length % TIMEWAIT_MSG_LEN
+    messages = 0
+    for msg_len, msg_type, sport, key in _TW_RECORD.iter_unpack(view[:whole]):
+        if msg_len != _TW_LEN_SWAPPED or msg_type != _TW_TYPE_SWAPPED:
+            break
+        messages += 1
+        if in_range[sport]:
+            counter[key] += 1
+    rest = messages * TIMEWAIT_MSG_LEN
+    if rest == length:
+        return messages, False
+    tally = SocketTally()
+    tally.in_range = in_range
+    done = parse_diag_buffer(view[rest:], length - rest, tally)
+    for (_family, raw), per_state in tally.destinations.items():
+        counter[raw] += per_state[TIME_WAIT]
+    return messages + tally.messages, done
+
+
+def open_diag_socket():
+    """A NETLINK_SOCK_DIAG socket with a large receive buffer, or NetlinkUnavailable."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    except (OSError, AttributeError) as exc:
+        raise NetlinkUnavailable("netlink sock_diag socket: %s" % exc) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
+        sock.bind((0, 0))
+    except OSError as exc:
+        sock.close()
+        raise NetlinkUnavailable("netlink sock_diag bind: %s" % exc) from exc
+    return sock
+
+
+def run_dump(sock, family, states, consume, seq=1):
+    """Send one dump request and feed every reply buffer to `consume(buf, n)`.
+
+    `consume` returns True once it has seen NLMSG_DONE. Bounded by
+    MAX_DUMP_RECVS receives; a dump the kernel cannot serve raises
+    NetlinkUnavailable so callers fall back to /proc.
+    """
+    try:
+        sock.send(build_request(family, states, seq))
+    except OSError as exc:
+        raise NetlinkUnavailable("netlink sock_diag request: %s" % exc) from exc
+    buf = bytearray(RECV_BUFFER)
+    for _ in range(MAX_DUMP_RECVS):
+        length = sock.recv_into(buf)
+        if length == 0:
+            return
+        try:
+            if consume(buf, length):
+                return
+        except OSError as exc:
+            raise NetlinkUnavailable("netlink sock_diag reply: %s" % exc) from exc
+    raise RuntimeError("netlink dump did not finish after %d receives" % MAX_DUMP_RECVS)
+
+
+def netlink_tally(tally, states, families=(socket.AF_INET, socket.AF_INET6)):
+    """Fill `tally` (a SocketTally) from the kernel for the given idiag_states mask."""
+    sock = open_diag_socket()
+    try:
+        for seq, family in enumerate(families, 1):
+            run_dump(sock, family, states, tally.add_buffer, seq)
+    finally:
+        sock.close()
+    return tally
+
+
+def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF_INET6)):
+    """{family: Counter(raw key: count)} of TIME_WAIT sockets with a local port in range.
+
+    The lean path behind the per-destination breakdown: the kernel sends
+    TIME_WAIT sockets only, and nothing but a raw-bytes Counter is built.
+    """
+    in_range = port_table(low, high)
+    result = {}
+    sock = open_diag_socket()
+    try:
+        for seq, family in enumerate(families, 1):
+            counter = Counter()
+
+            def consume(buf, length, counter=counter):
+                return count_timewait_buffer(buf, length, in_range, counter)[1]
+
+            run_dump(sock, family, 1 << TIME_WAIT, consume, seq)
+            result[family] = counter
+    finally:
+        sock.close()
+    return result
+
+
+# /proc/net/tcp and tcp6 fallback.
+
+
+def _proc_address(text, family):
+    """16 network-order bytes from the kernel's hex address (native-order 32-bit words)."""
+    if family == socket.AF_INET:
+        return struct.pack("=I", int(text, 16)) + bytes(12)
+    return struct.pack("=4I", *(int(text[i:i + 8], 16) for i in range(0, 32, 8)))
+
+
+def parse_proc_net_tcp(text, family, tally):
+    """Add every socket of a /proc/net/tcp (or tcp6) table to `tally`.
+
+    Pure: `text` is the file's content. Lines that do not parse are skipped and
+    counted; the count is returned so callers can warn.
+    """
+    bad = 0
+    states = tally.states.setdefault(family, Counter())
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            if line.strip():
+                bad += 1
+            continue
+        try:
+            local_addr, local_port = fields[1].split(":")
+            remote_addr, remote_port = fields[2].split(":")
+            state = int(fields[3], 16)
+            sport = int(local_port, 16)
+            dport = int(remote_port, 16)
+            src = _proc_address(local_addr, family)
+            dst = _proc_address(remote_addr, family)
+        except (ValueError, struct.error):
+            bad += 1
+            continue
+        tally.messages += 1
+        states[state] += 1
+        if state == LISTEN:
+            tally.listeners.append((family, src, sport))
+        elif state != CLOSE and tally.in_range[sport]:
+            key = (family, dport.to_bytes(2, "big") + src + dst)
+            per_state = tally.destinations.get(key)
+            if per_state is None:
+                per_state = tally.destinations[key] = Counter()
+            per_state[state] += 1
+    return bad
+
+
+def proc_tally(tally, proc="/proc", states=ALL_STATES):
+    """Fill `tally` from <proc>/net/tcp and tcp6, keeping only sockets in `states`.
+
+    Returns a list of warnings (a missing tcp6 table is normal without IPv6).
+    """
+    warnings = []
+    texts = []
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = os.path.join(proc, "net", name)
+        try:
+            with open(path, encoding="ascii", errors="replace") as handle:
+                text = handle.read()
+        except OSError as exc:
+            warnings.append("cannot read %s: %s" % (path, exc.strerror or exc))
+            continue
+        texts.append((path, family, text))
+    # Ports with a listener are not outgoing connections: find them first.
+    listening = set()
+    for _path, _family, text in texts:
+        listening.update(listening_ports_proc(text))
+    in_range = tally.in_range
+    if listening:
+        table = bytearray(in_range)
+        for port in listening:
+            table[port] = 0
+        in_range = bytes(table)
+    for path, family, text in texts:
+        part = SocketTally()
+        part.in_range = in_range
+        bad = parse_proc_net_tcp(text, family, part)
+        if bad:
+            warnings.append("%s: %d line(s) did not parse" % (path, bad))
+        merge_tally(tally, part, states)
+    return warnings
+
+
+def listening_ports_proc(text):
+    """Local ports of LISTEN (0A) sockets in a /proc/net/tcp table."""
+    ports = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split(None, 4)
+        if len(fields) >= 4 and fields[3] == "0A" and ":" in fields[1]:
+            try:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+            except ValueError:
+                continue
+    return ports
+
+
+def merge_tally(into, part, states=ALL_STATES):
+    """Add `part` to `into`, keeping only sockets whose state is in the `states` mask."""
+    for family, counts in part.states.items():
+        target = into.states.setdefault(family, Counter())
+        for state, count in counts.items():
+            if states & (1 << state):
+                target[state] += count
+    for key, per_state in part.destinations.items():
+        kept = Counter({s: n for s, n in per_state.items() if states & (1 << s)})
+        if kept:
+            into.destinations.setdefault(key, Counter()).update(kept)
+    if states & (1 << LISTEN):
+        into.listeners.extend(part.listeners)
+    into.messages += part.messages
+
+
+# From raw tallies to facts.
+
+
+def state_counts(tally):
+    """{'ipv4': {...}, 'ipv6': {...}, 'total': {...}} keyed by state name, zeros included."""
+    names = [name for number, name in sorted(TCP_STATES.items()) if number != NEW_SYN_RECV]
+    result = {}
+    total = dict.fromkeys(names, 0)
+    for label, family in (("ipv4", socket.AF_INET), ("ipv6", socket.AF_INET6)):
+        counts = dict.fromkeys(names, 0)
+        for state, count in tally.states.get(family, {}).items():
+            name = TCP_STATES.get(state, "unknown")
+            if state == NEW_SYN_RECV:
+                name = "syn_recv"
+            if name in counts:
+                counts[name] += count
+                total[name] += count
+        result[label] = counts
+    result["total"] = total
+    return result
+
+
+def summarise_destinations(raw, usable, top=20):
+    """Group raw destination counters by remote address and port.
+
+    `raw` maps (family, 34 raw bytes: dport, src, dst) to a Counter of state
+    numbers. Sockets from several local addresses to one destination are
+    merged. Returns (top entries sorted by total then address, number of
+    destinations). Only the grouped keys are decoded.
+    """
+    grouped = {}
+    for (family, key), per_state in raw.items():
+        port = key[0] << 8 | key[1]
+        address = decode_address(family, key[18:34])
+        entry = grouped.get((address, port))
+        if entry is None:
+            entry = grouped[(address, port)] = {
+                "address": address, "port": port,
+                "time_wait": 0, "established": 0, "total": 0}
+        entry["time_wait"] += per_state.get(TIME_WAIT, 0)
+        entry["established"] += per_state.get(ESTABLISHED, 0)
+        entry["total"] += sum(per_state.values())
+    ordered = sorted(grouped.values(), key=lambda e: (-e["total"], e["address"], e["port"]))
+    for entry in ordered[:top]:
+        entry["utilisation"] = round(entry["total"] / usable, 4) if usable else None
+    return ordered[:top], len(ordered)
+
+
+def timewait_raw(counters):
+    """Turn netlink_timewait_destinations() output into summarise_destinations() input."""
+    raw = {}
+    for family, counter in counters.items():
+        for key, count in counter.items():
+            raw[(family, key)] = Counter({TIME_WAIT: count})
+    return raw
+
+
+def summarise_listeners(listeners, low, high, reserved_spans):
+    """Listening sockets with a port in [low, high], each flagged `reserved`."""
+    seen = set()
+    result = []
+    for family, raw, port in listeners:
+        if not low <= port <= high:
+            continue
+        address = decode_address(family, raw)
+        if (address, port) in seen:
+            continue
+        seen.add((address, port))
+        reserved = any(span_low <= port <= span_high for span_low, span_high in reserved_spans)
+        result.append({
+            "address": address, "port": port,
+            "family": "ipv4" if family == socket.AF_INET else "ipv6",
+            "reserved": reserved})
+    result.sort(key=lambda e: (e["port"], e["family"], e["address"]))
+    return result
+
+
+def parse_netstat_counter(text, name):
+    """Value of one counter (e.g. TCPTimeWaitOverflow) from /proc/net/netstat text, or None.
+
+    The file is pairs of lines: `TcpExt: Name1 Name2 ...` then `TcpExt: 1 2 ...`.
+    """
+    lines = text.splitlines()
+    for header, values in zip(lines[::2], lines[1::2]):
+        names = header.split()
+        numbers = values.split()
+        if not names or not numbers or names[0] != numbers[0]:
+            continue
+        if name in names[1:]:
+            index = names.index(name)
+            try:
+                return int(numbers[index])
+            except (IndexError, ValueError):
+                return None
+    return None
