@@ -58,6 +58,9 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
 
 # struct nlmsghdr (native order) + struct inet_diag_req_v2: family, protocol,
 # ext, pad, states, then inet_diag_sockid (ports and addresses in network order).
@@ -103,11 +106,34 @@ def state_mask(names):
     return mask
 
 
-def build_request(family, states, seq=1):
-    """Bytes of one SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`."""
+def build_request(family, states, seq=1, bytecode=b""):
+    """Bytes of one SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family`.
+
+    `bytecode` (see port_range_bytecode) is sent as the INET_DIAG_REQ_BYTECODE
+    attribute: a filter the kernel runs on each socket before replying.
+    """
+    attr = b""
+    if bytecode:
+        attr = struct.pack("=HH", 4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+        attr += bytes(-len(attr) % 4)
     return _REQUEST.pack(
-        _REQUEST.size, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
-        family, socket.IPPROTO_TCP, 0, states)
+        _REQUEST.size + len(attr), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
+        family, socket.IPPROTO_TCP, 0, states) + attr
+
+
+def port_range_bytecode(low, high):
+    """inet_diag filter program: local port >= low and local port <= high.
+
+    Each comparison is two `struct inet_diag_bc_op` {code, yes, no}: the
+    operation, then one carrying the port in `no`. `yes` jumps to the next
+    operation; `no` jumps past the end (+4), which the kernel reads as reject,
+    as ss(8) encodes `sport >= :low and sport <= :high`.
+    """
+    total = 16
+    return struct.pack(
+        "=BBHBBH BBHBBH",
+        INET_DIAG_BC_S_GE, 8, total + 4, 0, 0, low,
+        INET_DIAG_BC_S_LE, 8, total - 8 + 4, 0, 0, high)
 
 
 def decode_address(family, raw):
@@ -212,34 +238,49 @@ def parse_diag_buffer(buf, length, tally):
 
 
 
-# TIME_WAIT fast path. One 88-byte record: nlmsg_len, nlmsg_type, skip to the
-# sport, then dport+src+dst raw, skip the rest. The port is network order, so
-# the record is read big-endian and the two native header fields are compared
-# with their byte-swapped expected values.
-_TW_RECORD = struct.Struct(">IH14xH34s32x")
-_TW_LEN_SWAPPED = struct.unpack(">I", struct.pack("=I", TIMEWAIT_MSG_LEN))[0]
-_TW_TYPE_SWAPPED = struct.unpack(">H", struct.pack("=H", SOCK_DIAG_BY_FAMILY))[0]
+# TIME_WAIT fast path. TIME_WAIT replies all have the same length (88 bytes,
+# or 96 when the kernel adds the INET_DIAG_MARK attribute for a CAP_NET_ADMIN
+# caller), so a run of them is a sequence of fixed-size records. A record is
+# read big-endian (the port is network order): nlmsg_len, nlmsg_type, skip to
+# the sport, then dport+src+dst raw, skip the rest. The two native header
+# fields are compared with their byte-swapped expected values.
+_RECORD_STRUCTS = {}
+_TYPE_SWAPPED = struct.unpack(">H", struct.pack("=H", SOCK_DIAG_BY_FAMILY))[0]
+
+
+def _record_struct(msg_len):
+    record = _RECORD_STRUCTS.get(msg_len)
+    if record is None:
+        record = _RECORD_STRUCTS[msg_len] = struct.Struct(
+            ">IH14xH34s%dx" % (msg_len - _OFF_END))
+    return record
 
 
 def count_timewait_buffer(buf, length, in_range, counter):
     """Add the raw destination key of every in-range TIME_WAIT reply to `counter`.
 
-    The fast path for a dump that asked for TIME_WAIT only: such replies carry
-    no attributes, so a run of them is a sequence of 88-byte records that
-    struct.iter_unpack walks in C. Whatever else the buffer holds (the final
-    NLMSG_DONE, an error, an unexpected message) goes through the general walk.
+    The fast path for a dump that asked for TIME_WAIT only: the buffer is
+    walked with struct.iter_unpack over records of the first reply's length,
+    in C. Whatever else the buffer holds (the final NLMSG_DONE, an error, a
+    reply of another length) goes through the general walk.
     Returns (messages, done).
     """
     view = memoryview(buf)[:length]
-    whole = length - length % TIMEWAIT_MSG_LEN
     messages = 0
-    for msg_len, msg_type, sport, key in _TW_RECORD.iter_unpack(view[:whole]):
-        if msg_len != _TW_LEN_SWAPPED or msg_type != _TW_TYPE_SWAPPED:
-            break
-        messages += 1
-        if in_range[sport]:
-            counter[key] += 1
-    rest = messages * TIMEWAIT_MSG_LEN
+    rest = 0
+    if length >= TIMEWAIT_MSG_LEN:
+        msg_len, msg_type = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
+        if msg_type == SOCK_DIAG_BY_FAMILY and msg_len >= TIMEWAIT_MSG_LEN and msg_len % 4 == 0:
+            record = _record_struct(msg_len)
+            len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
+            whole = length - length % msg_len
+            for rec_len, rec_type, sport, key in record.iter_unpack(view[:whole]):
+                if rec_len != len_swapped or rec_type != _TYPE_SWAPPED:
+                    break
+                messages += 1
+                if in_range[sport]:
+                    counter[key] += 1
+            rest = messages * msg_len
     if rest == length:
         return messages, False
     tally = SocketTally()
@@ -248,6 +289,36 @@ def count_timewait_buffer(buf, length, in_range, counter):
     for (_family, raw), per_state in tally.destinations.items():
         counter[raw] += per_state[TIME_WAIT]
     return messages + tally.messages, done
+
+
+_KEY_STRUCTS = {}
+
+
+def count_uniform_records(buf, length, counter):
+    """Count the raw destination keys of a buffer made only of same-length replies.
+
+    For dumps already filtered in the kernel (state and port range): when every
+    message in the buffer is a SOCK_DIAG_BY_FAMILY reply of the first one's
+    length, which strided memoryview slices check in C, the keys (as 1-tuples
+    of the 34 raw dport+src+dst bytes) go into `counter` with no Python-level
+    loop at all. Returns the number of messages counted, or 0 when the buffer
+    is not uniform (the caller then walks it message by message).
+    """
+    if length < TIMEWAIT_MSG_LEN:
+        return 0
+    msg_len, msg_type = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
+    if msg_type != SOCK_DIAG_BY_FAMILY or msg_len < TIMEWAIT_MSG_LEN or length % msg_len:
+        return 0
+    count = length // msg_len
+    view = memoryview(buf)[:length]
+    for index in range(6):  # nlmsg_len (4 bytes) and nlmsg_type (2) of every message
+        if view[index:length:msg_len] != view[index:index + 1].tobytes() * count:
+            return 0
+    record = _KEY_STRUCTS.get(msg_len)
+    if record is None:
+        record = _KEY_STRUCTS[msg_len] = struct.Struct("22x34s%dx" % (msg_len - _OFF_END))
+    counter.update(record.iter_unpack(view))
+    return count
 
 
 def open_diag_socket():
@@ -265,7 +336,7 @@ def open_diag_socket():
     return sock
 
 
-def run_dump(sock, family, states, consume, seq=1):
+def run_dump(sock, family, states, consume, *, seq=1, bytecode=b""):
     """Send one dump request and feed every reply buffer to `consume(buf, n)`.
 
     `consume` returns True once it has seen NLMSG_DONE. Bounded by
@@ -273,7 +344,7 @@ def run_dump(sock, family, states, consume, seq=1):
     NetlinkUnavailable so callers fall back to /proc.
     """
     try:
-        sock.send(build_request(family, states, seq))
+        sock.send(build_request(family, states, seq, bytecode))
     except OSError as exc:
         raise NetlinkUnavailable("netlink sock_diag request: %s" % exc) from exc
     buf = bytearray(RECV_BUFFER)
@@ -294,29 +365,44 @@ def netlink_tally(tally, states, families=(socket.AF_INET, socket.AF_INET6)):
     sock = open_diag_socket()
     try:
         for seq, family in enumerate(families, 1):
-            run_dump(sock, family, states, tally.add_buffer, seq)
+            run_dump(sock, family, states, tally.add_buffer, seq=seq)
     finally:
         sock.close()
     return tally
 
 
-def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF_INET6)):
+def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF_INET6),
+                                  kernel_filter=True):
     """{family: Counter(raw key: count)} of TIME_WAIT sockets with a local port in range.
 
     The lean path behind the per-destination breakdown: the kernel sends
-    TIME_WAIT sockets only, and nothing but a raw-bytes Counter is built.
+    TIME_WAIT sockets with a local port in [low, high] only (state mask and a
+    port-range filter program), and nothing but a Counter of raw key bytes is
+    built. With `kernel_filter` false, or when the kernel rejects the filter,
+    the port range is applied here instead.
     """
     in_range = port_table(low, high)
+    bytecode = port_range_bytecode(low, high) if kernel_filter else b""
     result = {}
     sock = open_diag_socket()
     try:
         for seq, family in enumerate(families, 1):
             counter = Counter()
+            uniform = Counter()
 
-            def consume(buf, length, counter=counter):
+            def consume(buf, length, counter=counter, uniform=uniform):
+                if bytecode and count_uniform_records(buf, length, uniform):
+                    return False
                 return count_timewait_buffer(buf, length, in_range, counter)[1]
 
-            run_dump(sock, family, 1 << TIME_WAIT, consume, seq)
+            try:
+                run_dump(sock, family, 1 << TIME_WAIT, consume, seq=seq, bytecode=bytecode)
+            except NetlinkUnavailable:
+                if not bytecode:
+                    raise
+                return netlink_timewait_destinations(low, high, families, False)
+            for (key,), count in uniform.items():
+                counter[key] += count
             result[family] = counter
     finally:
         sock.close()

@@ -1,0 +1,207 @@
+"""Benchmark: portpool_facts' per-destination breakdown against what an operator types.
+
+Run as root: `python -m bench.facts [--sockets N] [--rounds R]`.
+
+In an anonymous network namespace (`unshare --net`, gone when the child exits)
+the benchmark widens ip_local_port_range and raises tcp_max_tw_buckets (net.*
+only, inside the namespace), creates N TIME_WAIT sockets (client closes
+first) spread over a few 198.18.x destinations put on lo, then times,
+alternately in one run:
+
+- portpool: the module's breakdown (`netlink_timewait_destinations` +
+  `summarise_destinations`, the module's own code) in a fresh Python process,
+  wall clock including interpreter start-up but not Ansible's;
+- pipeline: `ss -Htan state time-wait | awk '{print $4}' | sort | uniq -c | sort -rn`;
+- ss: `ss -Htan state time-wait > /dev/null` alone.
+
+It prints the median of each, the median ratios portpool/pipeline and
+portpool/ss, the in-process time of the breakdown alone, and the child's peak
+RSS (ru_maxrss). TIME_WAIT lasts 60 s, so creation and timing are each bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_UTILS = ROOT / "module_utils"
+DESTINATIONS = ("198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14")
+PORT = 8080
+RANGE = (10000, 65000)
+CREATE_BUDGET = 30.0  # seconds; TIME_WAIT lasts 60 s
+TIMING_BUDGET = 24.0
+PIPELINE = "ss -Htan state time-wait | awk '{print $4}' | sort | uniq -c | sort -rn"
+
+# The child that times the module's breakdown: only the standard library and
+# the module's own module_utils file.
+CORE = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+start = time.perf_counter()
+import portpool_sockdiag as sd
+low, high, usable = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+raw = sd.netlink_timewait_destinations(low, high)
+top, count = sd.summarise_destinations(sd.timewait_raw(raw), usable, 20)
+elapsed = time.perf_counter() - start
+json.dump({"elapsed": elapsed, "count": count,
+           "sockets": sum(entry["total"] for entry in top),
+           "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}, sys.stdout)
+"""
+
+
+def run(argv, **kwargs):
+    return subprocess.run(argv, check=True, env=dict(os.environ, LANG="C"), **kwargs)
+
+
+def setup_namespace():
+    run(["ip", "link", "set", "lo", "up"])
+    for address in DESTINATIONS:
+        run(["ip", "addr", "add", address + "/32", "dev", "lo"])
+    Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("%d %d\n" % RANGE)
+    Path("/proc/sys/net/ipv4/tcp_max_tw_buckets").write_text("400000\n")
+
+
+def create_timewait(total, deadline):
+    """Make `total` client-side TIME_WAIT sockets, round-robin over DESTINATIONS.
+
+    Client closes first, then the accepted side: each pair is closed at once, so
+    descriptors stay bounded whatever RLIMIT_NOFILE is. Returns the number made.
+    """
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", PORT))
+    server.listen(4096)
+    made = 0
+    try:
+        targets = [(address, PORT) for address in DESTINATIONS]
+        for made in range(total):  # noqa: B007 - made is the count on early exit
+            if made % 1000 == 0 and time.monotonic() > deadline:
+                return made
+            client = socket.create_connection(targets[made % len(targets)], timeout=5)
+            accepted, _ = server.accept()
+            client.close()
+            accepted.close()
+        made = total
+    finally:
+        server.close()
+    return made
+
+
+def timewait_count():
+    out = run(["ss", "-Htan", "state", "time-wait"], capture_output=True).stdout
+    return out.count(b"\n")
+
+
+def time_core(usable):
+    argv = [sys.executable, "-c", CORE, str(MODULE_UTILS), str(RANGE[0]), str(RANGE[1]),
+            str(usable)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError("breakdown child failed: %s" % proc.returncode)
+    result = json.loads(out)
+    result["wall"] = wall
+    result["child_maxrss_kb"] = usage.ru_maxrss
+    return result
+
+
+def time_shell(argv):
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def inner(total, rounds):
+    """Runs inside the namespace: create, time alternately, print one JSON line."""
+    setup_namespace()
+    usable = RANGE[1] - RANGE[0] + 1
+    start = time.monotonic()
+    made = create_timewait(total, start + CREATE_BUDGET)
+    created = time.monotonic() - start
+    before = timewait_count()
+    samples = {"portpool": [], "pipeline": [], "ss": [], "core": []}
+    rss = []
+    check = None
+    timing_end = time.monotonic() + TIMING_BUDGET
+    for _ in range(rounds):
+        if time.monotonic() > timing_end:
+            break
+        core = time_core(usable)
+        samples["portpool"].append(core["wall"])
+        samples["core"].append(core["elapsed"])
+        rss.append(core["child_maxrss_kb"])
+        check = core
+        samples["pipeline"].append(time_shell(["bash", "-c", PIPELINE]))
+        samples["ss"].append(time_shell(["ss", "-Htan", "state", "time-wait"]))
+    after = timewait_count()
+    print(json.dumps({
+        "made": made, "create_seconds": created, "timewait_before": before,
+        "timewait_after": after, "samples": samples, "maxrss_kb": rss,
+        "breakdown": check}))
+
+
+def report(result):
+    samples = result["samples"]
+    median = {name: statistics.median(values) for name, values in samples.items() if values}
+    ratio_pipe = statistics.median(
+        p / q for p, q in zip(samples["portpool"], samples["pipeline"]))
+    ratio_ss = statistics.median(p / q for p, q in zip(samples["portpool"], samples["ss"]))
+    ratio_core_ss = statistics.median(p / q for p, q in zip(samples["core"], samples["ss"]))
+    peak_mb = max(result["maxrss_kb"]) / 1024
+    print("TIME_WAIT sockets: %d made in %.1f s; ss counted %d before timing, %d after"
+          % (result["made"], result["create_seconds"], result["timewait_before"],
+             result["timewait_after"]))
+    print("portpool breakdown: %d destinations, %d sockets in the top entries"
+          % (result["breakdown"]["count"], result["breakdown"]["sockets"]))
+    print("rounds: %d (alternating portpool, pipeline, ss)" % len(samples["portpool"]))
+    for name in ("portpool", "core", "pipeline", "ss"):
+        print("  median %-9s %7.1f ms" % (name, median[name] * 1000))
+    print("ratio portpool/pipeline (median): %.2fx  target < 1.0x" % ratio_pipe)
+    print("ratio portpool/ss alone (median): %.2fx  target <= 1.0x" % ratio_ss)
+    print("ratio breakdown in-process/ss alone (median): %.2fx" % ratio_core_ss)
+    print("peak RSS of the portpool child: %.1f MB  target < 100 MB" % peak_mb)
+    ok = ratio_pipe < 1.0 and ratio_ss <= 1.0 and peak_mb < 100
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    total = 100_000
+    rounds = 7
+    if "--sockets" in argv:
+        total = int(argv[argv.index("--sockets") + 1])
+    if "--rounds" in argv:
+        rounds = int(argv[argv.index("--rounds") + 1])
+    if "--inner" in argv:
+        inner(total, rounds)
+        return 0
+    if os.geteuid() != 0:
+        print("bench.facts needs root (network namespaces)", file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    del soft, hard  # the creator closes as it goes: 2 descriptors per pair at most
+    proc = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "bench.facts", "--inner",
+         "--sockets", str(total), "--rounds", str(rounds)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        print(proc.stdout + proc.stderr, file=sys.stderr)
+        return 1
+    return report(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
