@@ -233,6 +233,8 @@ def parse_diag_buffer(buf, length, tally):
             per_state[state] += 1
         offset += (msg_len + 3) & ~3
     tally.messages += count
+    if not done and offset < length:
+        raise ValueError("truncated netlink message at offset %d" % offset)
     return done
 
 
