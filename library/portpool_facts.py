@@ -81,8 +81,8 @@ notes:
     way the kernel picks ports for anonymous C(connect()). A socket whose local port
     has a listener is taken as incoming even when the port lies inside the range.
   - Each destination's C(utilisation) is its sockets divided by the usable ports of
-    the range (range minus reserved ports): the kernel's pool is per destination
-    address and port.
+    the range (range minus reserved ports), because the kernel's pool is per
+    destination address and port.
   - C(/etc/sysctl.conf) is read last, as C(sysctl --system) does; distributions whose
     systemd reads it through an C(/etc/sysctl.d/99-sysctl.conf) symlink get it once, in
     that place.

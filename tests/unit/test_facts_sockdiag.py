@@ -167,20 +167,21 @@ def test_truncated_reply_raises_valueerror():
         sd.parse_diag_buffer(data[:100], 100, sd.SocketTally())
 
 
-def synthetic_reply(family, state, sport, dport, src, dst):
+def synthetic_reply(family, state, ports, src, dst):
     """One inet_diag_msg reply as the kernel lays it out (no attributes)."""
     raw_src = socket.inet_pton(family, src).ljust(16, b"\0")
     raw_dst = socket.inet_pton(family, dst).ljust(16, b"\0")
-    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", sport, dport)
-    body += raw_src + raw_dst + struct.pack("=I8s", 0, b"\xff" * 8) + struct.pack("=5I", 0, 0, 0, 0, 0)
+    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack(">HH", *ports)
+    body += raw_src + raw_dst + struct.pack("=I8s", 0, b"\xff" * 8)
+    body += struct.pack("=5I", 0, 0, 0, 0, 0)
     return struct.pack("=IHHII", 16 + len(body), 20, 2, 1, 0) + body
 
 
 def test_synthetic_ipv6_reply_decodes_address_and_port():
     data = b"".join([
-        synthetic_reply(socket.AF_INET6, 6, 40001, 443, "2001:db8::2", "2001:db8::1"),
-        synthetic_reply(socket.AF_INET6, 1, 40002, 443, "2001:db8::3", "2001:db8::1"),
-        synthetic_reply(socket.AF_INET6, 1, 30000, 443, "2001:db8::3", "2001:db8::1"),
+        synthetic_reply(socket.AF_INET6, 6, (40001, 443), "2001:db8::2", "2001:db8::1"),
+        synthetic_reply(socket.AF_INET6, 1, (40002, 443), "2001:db8::3", "2001:db8::1"),
+        synthetic_reply(socket.AF_INET6, 1, (30000, 443), "2001:db8::3", "2001:db8::1"),
         struct.pack("=IHHIIi", 20, sd.NLMSG_DONE, 2, 1, 0, 0),
     ])
     tally = sd.SocketTally(40000, 49999)
