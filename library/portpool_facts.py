@@ -274,10 +274,12 @@ from ansible.module_utils.portpool_persisted import find_drift, read_persisted
 from ansible.module_utils.portpool_sockdiag import (
     ALL_STATES,
     LISTEN,
+    TIME_WAIT,
     NetlinkUnavailable,
     SocketTally,
     merge_tally,
     netlink_tally,
+    netlink_timewait_into,
     parse_netstat_counter,
     proc_tally,
     state_counts,
@@ -357,7 +359,11 @@ def kernel_facts(proc_root="/proc"):
 
 
 def collect_sockets(low, high, source="auto", proc_root="/proc"):
-    """Socket tally from netlink (LISTEN first, then the rest) or /proc; and warnings.
+    """Socket tally from netlink or /proc; and warnings.
+
+    Netlink asks three times, each with the states filtered in the kernel:
+    LISTEN, then every other state but TIME_WAIT, then TIME_WAIT alone through
+    the fast fixed-record path (TIME_WAIT is where the numbers are).
 
     Listening ports are excluded from the outgoing-port table before the
     connection dump, so accepted connections to a listener inside the range are
@@ -369,7 +375,9 @@ def collect_sockets(low, high, source="auto", proc_root="/proc"):
             listeners = netlink_tally(SocketTally(), 1 << LISTEN)
             ports = {port for _family, _raw, port in listeners.listeners}
             connections = netlink_tally(
-                SocketTally(low, high, exclude_ports=ports), ALL_STATES & ~(1 << LISTEN))
+                SocketTally(low, high, exclude_ports=ports),
+                ALL_STATES & ~((1 << LISTEN) | (1 << TIME_WAIT)))
+            netlink_timewait_into(connections)
             merge_tally(connections, listeners)
             return connections, "netlink", warnings
         except NetlinkUnavailable as exc:

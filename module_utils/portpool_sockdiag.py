@@ -411,6 +411,33 @@ def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF
     return result
 
 
+def netlink_timewait_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
+    """Add every TIME_WAIT socket to `tally` through the fast TIME_WAIT path.
+
+    All TIME_WAIT sockets are counted per family; those whose local port is
+    set in `tally.in_range` also count towards their destination.
+    """
+    sock = open_diag_socket()
+    try:
+        for seq, family in enumerate(families, 1):
+            counter = Counter()
+            seen = [0]
+
+            def consume(buf, length, counter=counter, seen=seen):
+                messages, done = count_timewait_buffer(buf, length, tally.in_range, counter)
+                seen[0] += messages
+                return done
+
+            run_dump(sock, family, 1 << TIME_WAIT, consume, seq=seq)
+            tally.states.setdefault(family, Counter())[TIME_WAIT] += seen[0]
+            tally.messages += seen[0]
+            for key, count in counter.items():
+                tally.destinations.setdefault((family, key), Counter())[TIME_WAIT] += count
+    finally:
+        sock.close()
+    return tally
+
+
 # /proc/net/tcp and tcp6 fallback.
 
 

@@ -232,3 +232,69 @@ def test_netstat_counter():
     text = "TcpExt: SyncookiesSent TCPTimeWaitOverflow\nTcpExt: 0 17\n"
     assert sd.parse_netstat_counter(text, "TCPTimeWaitOverflow") == 17
     assert sd.parse_netstat_counter("TcpExt: TCPTimeWaitOverflow\n", "TCPTimeWaitOverflow") is None
+
+
+class FakeDiagSocket:
+    """Replays captured reply bytes, one chunk per recv, and records requests."""
+
+    def __init__(self, replies):
+        self.replies = {family: list(chunks) for family, chunks in replies.items()}
+        self.requests = []
+        self.pending = []
+
+    def send(self, data):
+        self.requests.append(bytes(data))
+        family = data[16]
+        self.pending = list(self.replies[family])
+        return len(data)
+
+    def recv_into(self, buf):
+        chunk = self.pending.pop(0)
+        buf[:len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self):
+        pass
+
+
+def chunks_of(data, size):
+    """Split a captured stream on message boundaries into recv-sized chunks."""
+    chunks, start, offset = [], 0, 0
+    while offset < len(data):
+        length = struct.unpack_from("=I", data, offset)[0]
+        if offset + length - start > size:
+            chunks.append(data[start:offset])
+            start = offset
+        offset += (length + 3) & ~3
+    chunks.append(data[start:])
+    return chunks
+
+
+def test_timewait_dump_through_a_fake_socket(monkeypatch):
+    tw = (FIXTURES / "sockdiag_tw_v4.bin").read_bytes()
+    done = struct.pack("=IHHIIi", 20, sd.NLMSG_DONE, 2, 1, 0, 0)
+    fake = FakeDiagSocket({socket.AF_INET: chunks_of(tw, 400), socket.AF_INET6: [done]})
+    monkeypatch.setattr(sd, "open_diag_socket", lambda: fake)
+    tally = sd.netlink_timewait_into(sd.SocketTally(LOW, HIGH))
+    assert tally.states[socket.AF_INET][sd.TIME_WAIT] == EXPECTED["states"]["time-wait"]["ipv4"]
+    assert tally.states[socket.AF_INET6][sd.TIME_WAIT] == 0
+    assert [r[16] for r in fake.requests] == [socket.AF_INET, socket.AF_INET6]
+    assert all(struct.unpack_from("=I", r, 20)[0] == 1 << sd.TIME_WAIT for r in fake.requests)
+
+
+def test_breakdown_falls_back_when_the_kernel_rejects_the_filter(monkeypatch):
+    tw = (FIXTURES / "sockdiag_tw_v4.bin").read_bytes()
+    done = struct.pack("=IHHIIi", 20, sd.NLMSG_DONE, 2, 1, 0, 0)
+    rejected = struct.pack("=IHHIIi", 36, sd.NLMSG_ERROR, 0, 1, 0, -22) + bytes(16)
+
+    class Picky(FakeDiagSocket):
+        def send(self, data):
+            super().send(data)
+            if len(data) > 72:  # carries the bytecode attribute
+                self.pending = [rejected]
+            return len(data)
+
+    monkeypatch.setattr(sd, "open_diag_socket", lambda: Picky(
+        {socket.AF_INET: chunks_of(tw, 1 << 20), socket.AF_INET6: [done]}))
+    result = sd.netlink_timewait_destinations(LOW, HIGH)
+    assert sum(result[socket.AF_INET].values()) == EXPECTED["states"]["time-wait"]["ipv4"]
