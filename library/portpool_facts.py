@@ -386,7 +386,7 @@ def collect_sockets(low, high, source="auto", proc_root="/proc"):
             warnings.append("netlink sock_diag unavailable (%s); reading /proc/net/tcp" % exc)
     tally = SocketTally(low, high)
     warnings.extend(proc_tally(tally, proc_root))
-    if not tally.messages and len(warnings) >= 2:
+    if not tally.tables:
         return None, None, warnings
     return tally, "proc", warnings
 

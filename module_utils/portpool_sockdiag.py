@@ -175,6 +175,7 @@ class SocketTally:
         self.destinations = {}
         self.listeners = []
         self.messages = 0
+        self.tables = 0  # /proc tables read (the fallback path)
 
     def add_buffer(self, buf, length=None):
         """Account for every inet_diag_msg in `buf[:length]`.
@@ -512,6 +513,7 @@ def proc_tally(tally, proc="/proc", states=ALL_STATES):
         for port in listening:
             table[port] = 0
         in_range = bytes(table)
+    tally.tables += len(texts)
     for path, family, text in texts:
         part = SocketTally()
         part.in_range = in_range

@@ -205,3 +205,15 @@ def test_documentation_matches_argument_spec():
 def test_fact_names_are_identifiers():
     assert all(name.isidentifier() for name in portpool_facts.FACT_NAMES.values())
     assert os.path.basename(portpool_facts.__file__) == "portpool_facts.py"
+
+
+def test_empty_socket_table_is_zero_not_null(tmp_path):
+    (tmp_path / "net").mkdir()
+    header = (PROC / "net" / "tcp").read_text().splitlines()[0] + "\n"
+    (tmp_path / "net" / "tcp").write_text(header)
+    facts, warnings = portpool_facts.gather(
+        FakeModule(), params(proc_root=str(tmp_path), config_root=str(tmp_path)))
+    assert facts["sockets"]["source"] == "proc"
+    assert facts["sockets"]["time_wait"] == 0
+    assert set(facts["sockets"]["total"].values()) == {0}
+    assert any("tcp6" in w for w in warnings)
