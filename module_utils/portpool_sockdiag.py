@@ -47,9 +47,6 @@ CLOSE = 7
 LISTEN = 10
 NEW_SYN_RECV = 12
 ALL_STATES = sum(1 << number for number in TCP_STATES)
-# Sockets that hold a local port towards one destination: every state but
-# LISTEN and CLOSE (a closed socket has no 4-tuple).
-CONNECTION_STATES = ALL_STATES & ~((1 << LISTEN) | (1 << CLOSE))
 
 # Netlink and sock_diag constants (include/uapi/linux/{netlink,sock_diag,inet_diag}.h)
 NETLINK_SOCK_DIAG = 4
@@ -65,8 +62,7 @@ INET_DIAG_BC_S_LE = 3
 # struct nlmsghdr (native order) + struct inet_diag_req_v2: family, protocol,
 # ext, pad, states, then inet_diag_sockid (ports and addresses in network order).
 _REQUEST = struct.Struct("=IHHIIBBBxI48x")
-# struct nlmsghdr: len, type, flags, seq, pid
-_NLMSGHDR = struct.Struct("=IHHII")
+# The first two fields of struct nlmsghdr: len, type.
 _NLMSG_LEN_TYPE = struct.Struct("=IH")
 # A reply = nlmsghdr (16) + inet_diag_msg (72) + optional attributes
 # (TIME_WAIT replies have none). inet_diag_msg: family, state, timer, retrans,
@@ -84,10 +80,11 @@ _OFF_SRC = 24
 _OFF_DST = 40
 _OFF_END = 56
 
-RECV_BUFFER = 1 << 20  # one recv never exceeds what the kernel puts in one skb
+# The kernel fills one dump step per recv (about 32 KiB on 6.x); the buffer is
+# far larger so no reply is ever truncated, and is reused for every recv.
+RECV_BUFFER = 1 << 20
 SOCKET_RCVBUF = 4 << 20
-MAX_DUMP_MESSAGES = 10_000_000  # hard bound on a dump loop
-MAX_DUMP_RECVS = 1_000_000
+MAX_DUMP_RECVS = 1_000_000  # hard bound on a dump loop (~30 M sockets)
 
 
 class NetlinkUnavailable(Exception):
@@ -226,7 +223,8 @@ def parse_diag_buffer(buf, length, tally):
             tally.listeners.append((
                 family, bytes(buf[offset + _OFF_SRC:offset + _OFF_DST]),
                 buf[offset + _OFF_SPORT] << 8 | buf[offset + _OFF_SPORT + 1]))
-        elif in_range[buf[offset + _OFF_SPORT] << 8 | buf[offset + _OFF_SPORT + 1]]:
+        elif state != CLOSE and in_range[
+                buf[offset + _OFF_SPORT] << 8 | buf[offset + _OFF_SPORT + 1]]:
             key = (family, bytes(buf[offset + _OFF_DPORT:offset + _OFF_END]))
             per_state = destinations.get(key)
             if per_state is None:

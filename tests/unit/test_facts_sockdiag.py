@@ -298,3 +298,11 @@ def test_breakdown_falls_back_when_the_kernel_rejects_the_filter(monkeypatch):
         {socket.AF_INET: chunks_of(tw, 1 << 20), socket.AF_INET6: [done]}))
     result = sd.netlink_timewait_destinations(LOW, HIGH)
     assert sum(result[socket.AF_INET].values()) == EXPECTED["states"]["time-wait"]["ipv4"]
+
+
+def test_closed_sockets_count_as_state_but_not_destination():
+    data = synthetic_reply(socket.AF_INET, sd.CLOSE, (40001, 0), "127.0.0.1", "0.0.0.0")
+    tally = sd.SocketTally(40000, 49999)
+    sd.parse_diag_buffer(data, len(data), tally)
+    assert sd.state_counts(tally)["ipv4"]["close"] == 1
+    assert tally.destinations == {}
