@@ -573,18 +573,27 @@ def state_counts(tally):
     return result
 
 
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
 def summarise_destinations(raw, usable, top=20):
     """Group raw destination counters by remote address and port.
 
     `raw` maps (family, 34 raw bytes: dport, src, dst) to a Counter of state
     numbers. Sockets from several local addresses to one destination are
-    merged. Returns (top entries sorted by total then address, number of
+    merged, and so are IPv4-mapped IPv6 ones with their IPv4 address.
+    Returns (top entries sorted by total then address, number of
     destinations). Only the grouped keys are decoded.
     """
     grouped = {}
     for (family, key), per_state in raw.items():
         port = key[0] << 8 | key[1]
-        address = decode_address(family, key[18:34])
+        if family == socket.AF_INET6 and key[18:30] == _V4_MAPPED:
+            # An IPv6 socket talking to ::ffff:a.b.c.d draws on the same pool
+            # as an IPv4 one to a.b.c.d: group them under the IPv4 address.
+            address = decode_address(socket.AF_INET, key[30:34])
+        else:
+            address = decode_address(family, key[18:34])
         entry = grouped.get((address, port))
         if entry is None:
             entry = grouped[(address, port)] = {

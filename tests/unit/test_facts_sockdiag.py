@@ -306,3 +306,15 @@ def test_closed_sockets_count_as_state_but_not_destination():
     sd.parse_diag_buffer(data, len(data), tally)
     assert sd.state_counts(tally)["ipv4"]["close"] == 1
     assert tally.destinations == {}
+
+
+def test_ipv4_mapped_destinations_merge_with_ipv4():
+    data = b"".join([
+        synthetic_reply(socket.AF_INET6, 1, (40001, 80), "::ffff:198.18.0.1", "::ffff:198.18.0.2"),
+        synthetic_reply(socket.AF_INET, 6, (40002, 80), "198.18.0.1", "198.18.0.2"),
+    ])
+    tally = sd.SocketTally(40000, 49999)
+    sd.parse_diag_buffer(data, len(data), tally)
+    top, count = sd.summarise_destinations(tally.destinations, 100)
+    assert count == 1
+    assert (top[0]["address"], top[0]["total"]) == ("198.18.0.2", 2)
