@@ -85,6 +85,7 @@ _OFF_END = 56
 RECV_BUFFER = 1 << 20
 SOCKET_RCVBUF = 4 << 20
 MAX_DUMP_RECVS = 1_000_000  # hard bound on a dump loop (~30 M sockets)
+DUMP_TIMEOUT = 30.0  # seconds one recv may wait for the kernel
 
 
 class NetlinkUnavailable(Exception):
@@ -331,6 +332,7 @@ def open_diag_socket():
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
         sock.bind((0, 0))
+        sock.settimeout(DUMP_TIMEOUT)
     except OSError as exc:
         sock.close()
         raise NetlinkUnavailable("netlink sock_diag bind: %s" % exc) from exc
@@ -346,19 +348,18 @@ def run_dump(sock, family, states, consume, *, seq=1, bytecode=b""):
     """
     try:
         sock.send(build_request(family, states, seq, bytecode))
-    except OSError as exc:
-        raise NetlinkUnavailable("netlink sock_diag request: %s" % exc) from exc
-    buf = bytearray(RECV_BUFFER)
-    for _ in range(MAX_DUMP_RECVS):
-        length = sock.recv_into(buf)
-        if length == 0:
-            return
-        try:
+        buf = bytearray(RECV_BUFFER)
+        for _ in range(MAX_DUMP_RECVS):
+            length = sock.recv_into(buf)
+            if length == 0:
+                raise NetlinkUnavailable("netlink sock_diag: the dump ended without NLMSG_DONE")
             if consume(buf, length):
                 return
-        except OSError as exc:
-            raise NetlinkUnavailable("netlink sock_diag reply: %s" % exc) from exc
-    raise RuntimeError("netlink dump did not finish after %d receives" % MAX_DUMP_RECVS)
+    except (OSError, ValueError) as exc:
+        # OSError: the request was refused or the socket failed (a timeout too);
+        # ValueError: a reply did not parse. Either way /proc is the answer.
+        raise NetlinkUnavailable("netlink sock_diag: %s" % exc) from exc
+    raise NetlinkUnavailable("netlink dump did not finish after %d receives" % MAX_DUMP_RECVS)
 
 
 def netlink_tally(tally, states, families=(socket.AF_INET, socket.AF_INET6)):

@@ -217,3 +217,19 @@ def test_empty_socket_table_is_zero_not_null(tmp_path):
     assert facts["sockets"]["time_wait"] == 0
     assert set(facts["sockets"]["total"].values()) == {0}
     assert any("tcp6" in w for w in warnings)
+
+
+def test_netlink_unavailable_falls_back_to_proc(monkeypatch):
+    from ansible.module_utils.portpool_sockdiag import NetlinkUnavailable
+
+    def refuse(*_args, **_kwargs):
+        raise NetlinkUnavailable("netlink sock_diag socket: [Errno 93] Protocol not supported")
+
+    monkeypatch.setattr(portpool_facts, "netlink_tally", refuse)
+    tally, source, warnings = portpool_facts.collect_sockets(40000, 49999, "auto", str(PROC))
+    assert source == "proc"
+    assert tally.messages > 0
+    assert warnings == ["netlink sock_diag unavailable (netlink sock_diag socket: [Errno 93] "
+                        "Protocol not supported); reading /proc/net/tcp"]
+    with pytest.raises(NetlinkUnavailable):
+        portpool_facts.collect_sockets(40000, 49999, "netlink", str(PROC))

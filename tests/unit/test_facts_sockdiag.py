@@ -318,3 +318,15 @@ def test_ipv4_mapped_destinations_merge_with_ipv4():
     top, count = sd.summarise_destinations(tally.destinations, 100)
     assert count == 1
     assert (top[0]["address"], top[0]["total"]) == ("198.18.0.2", 2)
+
+
+def test_garbled_or_cut_dump_means_netlink_unavailable(monkeypatch):
+    tw = (FIXTURES / "sockdiag_tw_v4.bin").read_bytes()
+    garbled = FakeDiagSocket({socket.AF_INET: [tw[:100]], socket.AF_INET6: []})
+    monkeypatch.setattr(sd, "open_diag_socket", lambda: garbled)
+    with pytest.raises(sd.NetlinkUnavailable, match="truncated"):
+        sd.netlink_tally(sd.SocketTally(LOW, HIGH), sd.ALL_STATES)
+    cut = FakeDiagSocket({socket.AF_INET: [tw[:96], b""], socket.AF_INET6: []})
+    monkeypatch.setattr(sd, "open_diag_socket", lambda: cut)
+    with pytest.raises(sd.NetlinkUnavailable, match="without NLMSG_DONE"):
+        sd.netlink_tally(sd.SocketTally(LOW, HIGH), sd.ALL_STATES)
