@@ -34,7 +34,8 @@ def timed(fleet, argv, env=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.audit",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)

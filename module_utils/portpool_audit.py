@@ -55,7 +55,7 @@ DOTTED = {
     "tcp_tw_recycle": "net.ipv4.tcp_tw_recycle",
     "somaxconn": "net.core.somaxconn",
     "nr_open": "fs.nr_open",
-    "file-max": "fs.file-max",
+    "file_max": "fs.file-max",
 }
 
 DEFAULT_DRIFT_KEYS = (
@@ -94,7 +94,7 @@ def short_name(key):
     for short, dotted in DOTTED.items():
         if key in (short, dotted):
             return short
-    return key.rsplit(".", 1)[-1]
+    return key.rsplit(".", 1)[-1].replace("-", "_")
 
 
 def dotted_name(key):
@@ -768,18 +768,22 @@ def check_descriptor_limit(ctx):
     usable = ctx.usable()
     if not usable:
         return []
-    hits = []
+    low = {}
     for proc in ctx.processes():
         limit = proc.get("max_open_files")
         if limit is None or limit >= usable:
             continue
         name = proc.get("name") or "pid %s" % proc.get("pid")
+        low.setdefault((name, limit), []).append(proc)
+    hits = []
+    for (name, limit), procs in sorted(low.items()):
+        pids = ", ".join(str(proc.get("pid")) for proc in procs)
+        opened = max((proc.get("open_fds") or 0) for proc in procs)
         hits.append(_hit(
-            "%s (pid %s) may open %d descriptors (Max open files in /proc/%s/limits; "
-            "%s open now) but one destination's pool is %d ports: it hits EMFILE before "
-            "the pool runs out (the \"NR_OPEN\" limit)." % (
-                name, proc.get("pid"), limit, proc.get("pid"),
-                "?" if proc.get("open_fds") is None else proc["open_fds"], usable),
+            "%s (pid%s %s) may open %d descriptors (soft Max open files in "
+            "/proc/PID/limits; at most %d open now) but one destination's pool is %d "
+            "ports: it hits EMFILE before the pool runs out (the \"NR_OPEN\" limit)." % (
+                name, "s" if len(procs) > 1 else "", pids, limit, opened, usable),
             "Raise the limit to at least %d: LimitNOFILE=%d in the [Service] section of "
             "%s's unit (systemctl edit), or its nofile entry in "
             "/etc/security/limits.d; fs.nr_open must be at least as high." % (

@@ -109,7 +109,7 @@ def test_pp001_counts_reserved_ports(facts):
 
 
 def test_pp001_fires_on_measured_pressure(facts):
-    facts["destinations"][0].update(total=15000, time_wait=15000, utilisation=0.53)
+    facts["destinations"]["top"][0].update(total=15000, time_wait=15000, utilisation=0.53)
     (hit,) = only(findings(facts), "PP001")
     assert "busiest destination's 15000 sockets" in hit["message"]
     assert not only(findings(facts, pool_headroom=1.5), "PP001")
@@ -167,7 +167,7 @@ def test_pp003_below_unprivileged_start(facts):
 
 def test_pp003_boot_value_below_unprivileged_start(facts):
     facts["persisted"]["keys"]["net.ipv4.ip_local_port_range"] = {
-        "value": "1000 65535", "file": "/etc/sysctl.d/99-wide.conf", "others": []}
+        "value": "1000 65535", "file": "/etc/sysctl.d/99-wide.conf", "also": []}
     (hit,) = only(findings(facts), "PP003")
     assert "boot" in hit["message"] and "/etc/sysctl.d/99-wide.conf" in hit["message"]
 
@@ -248,7 +248,7 @@ def test_pp006_recycle_on_old_kernel(facts):
 
 def test_pp006_recycle_in_a_file_on_new_kernel(facts):
     facts["persisted"]["keys"]["net.ipv4.tcp_tw_recycle"] = {
-        "value": "1", "file": "/etc/sysctl.d/10-tuning.conf", "others": []}
+        "value": "1", "file": "/etc/sysctl.d/10-tuning.conf", "also": []}
     (hit,) = only(findings(facts), "PP006")
     assert hit["severity"] == "medium"
     assert "Delete the net.ipv4.tcp_tw_recycle line from /etc/sysctl.d/10-tuning.conf" \
@@ -303,7 +303,7 @@ def test_pp008_quiet(facts):
 
 
 def test_pp009_levels(facts):
-    facts["destinations"] = [
+    facts["destinations"]["top"] = [
         {"address": "198.18.0.9", "port": 80, "time_wait": 24000, "established": 0,
          "total": 24000, "utilisation": 0.85},
         {"address": "2001:db8::1", "port": 443, "time_wait": 15000, "established": 0,
@@ -319,12 +319,12 @@ def test_pp009_levels(facts):
 
 
 def test_pp009_computes_utilisation_when_missing(facts):
-    facts["destinations"] = [{"address": "198.18.0.9", "port": 80, "total": 20000}]
+    facts["destinations"] = [{"address": "198.18.0.9", "port": 80, "total": 20000}]  # a list
     assert only(findings(facts, min_usable_ports=1, pool_headroom=1), "PP009")
 
 
 def test_pp009_thresholds_from_policy(facts):
-    facts["destinations"][0].update(total=20000, utilisation=0.71)
+    facts["destinations"]["top"][0].update(total=20000, utilisation=0.71)
     policy = {"min_usable_ports": 1, "pool_headroom": 1}
     assert only(findings(facts, **policy), "PP009")[0]["severity"] == "medium"
     assert only(findings(facts, destination_high=0.7, **policy), "PP009")[0]["severity"] == "high"
@@ -340,18 +340,25 @@ def test_pp009_quiet(facts):
 
 def test_pp010_service_limit(facts):
     facts["limits"]["processes"] = [
-        {"name": "haproxy", "pid": 42, "open_fds": 7, "max_open_files": 4096},
-        {"name": "nginx", "pid": 43, "open_fds": 7, "max_open_files": 65536},
-        {"name": "gone", "pid": None, "open_fds": None, "max_open_files": None},
+        {"name": "haproxy", "kind": "process", "pid": 42, "open_fds": 7,
+         "max_open_files": {"soft": 4096, "hard": 4096}},
+        {"name": "haproxy", "kind": "process", "pid": 44, "open_fds": 9,
+         "max_open_files": {"soft": 4096, "hard": 4096}},
+        {"name": "nginx", "kind": "unit", "pid": 43, "open_fds": 7,
+         "max_open_files": {"soft": 65536, "hard": 65536}},
+        {"name": "java", "kind": "process", "pid": 45, "open_fds": 7,
+         "max_open_files": {"soft": "unlimited", "hard": "unlimited"}},
+        {"name": "gone", "kind": "process", "pid": None, "open_fds": None,
+         "max_open_files": None},
     ]
     (hit,) = only(findings(facts), "PP010")
     assert "haproxy" in hit["message"] and "4096" in hit["message"]
+    assert "pids 42, 44" in hit["message"]
     assert "LimitNOFILE=29256" in hit["recommendation"]
 
 
-def test_pp010_accepts_soft_hard_pairs(facts):
-    facts["limits"]["processes"] = {"haproxy": {"pid": 42, "max_open_files": {"soft": 1024,
-                                                                              "hard": 4096}}}
+def test_pp010_accepts_plain_numbers(facts):
+    facts["limits"]["processes"] = [{"name": "haproxy", "pid": 42, "max_open_files": 1024}]
     assert only(findings(facts), "PP010")
 
 
@@ -365,8 +372,9 @@ def test_pp010_quiet(facts):
 def test_pp011_runtime_differs_from_boot(facts):
     facts["sysctl"]["tcp_tw_reuse"] = 1
     facts["persisted"]["keys"]["net.ipv4.tcp_tw_reuse"] = {
-        "value": "0", "file": "/etc/sysctl.d/50-legacy.conf", "others": []}
-    facts["persisted"]["drift"] = ["net.ipv4.tcp_tw_reuse"]
+        "value": "0", "file": "/etc/sysctl.d/50-legacy.conf", "also": []}
+    facts["persisted"]["drift"] = {"net.ipv4.tcp_tw_reuse": {
+        "runtime": "1", "persisted": "0", "file": "/etc/sysctl.d/50-legacy.conf"}}
     (hit,) = only(findings(facts), "PP011")
     assert "/etc/sysctl.d/50-legacy.conf" in hit["message"]
     assert "is 1 at runtime" in hit["message"] and "but 0 wins at boot" in hit["message"]
@@ -375,14 +383,14 @@ def test_pp011_runtime_differs_from_boot(facts):
 
 def test_pp011_quiet(facts):
     facts["persisted"]["keys"]["net.ipv4.tcp_tw_reuse"] = {
-        "value": "2", "file": "/etc/sysctl.d/50-legacy.conf", "others": []}
+        "value": "2", "file": "/etc/sysctl.d/50-legacy.conf", "also": []}
     assert not only(findings(facts), "PP011")
 
 
 def test_pp012_several_files(facts):
     facts["persisted"]["keys"]["net.ipv4.ip_local_port_range"] = {
         "value": "32768\t60999", "file": "/etc/sysctl.d/10-a.conf",
-        "others": [{"file": "/etc/sysctl.conf", "value": "1024 65000"}]}
+        "also": [{"file": "/etc/sysctl.conf", "line": 7, "value": "1024 65000"}]}
     (hit,) = only(findings(facts), "PP012")
     assert "set in 2 files" in hit["message"] and "disagree" in hit["message"]
     assert "delete it from /etc/sysctl.conf" in hit["recommendation"]
@@ -391,7 +399,7 @@ def test_pp012_several_files(facts):
 
 def test_pp012_quiet_for_one_file(facts):
     facts["persisted"]["keys"]["net.ipv4.ip_local_port_range"] = {
-        "value": "32768 60999", "file": "/etc/sysctl.d/10-a.conf", "others": []}
+        "value": "32768 60999", "file": "/etc/sysctl.d/10-a.conf", "also": []}
     assert not only(findings(facts), "PP012")
 
 
