@@ -561,3 +561,15 @@ def test_dotted_and_short_names(facts):
     assert audit.as_text("ip_local_reserved_ports", [[8080, 8080], [9000, 9010]]) \
         == "8080,9000-9010"
     assert audit.as_text("ip_local_port_range", "32768\t60999") == "32768 60999"
+
+
+def test_captured_module_output():
+    # Real portpool_facts (processes=sshd) and portpool_probe output from this kernel:
+    # default settings, sshd limited to 20000 descriptors, below the 28232-port pool.
+    found = findings(load("facts_captured_6.18.json"), load("probe_captured_6.18.json"),
+                     processes=["sshd"])
+    assert ids(found) == ["PP010"]
+    assert "sshd" in found[0]["message"] and "20000" in found[0]["message"]
+    ctx = ctx_for(load("facts_captured_6.18.json"))
+    assert ctx.usable() == 28232 and ctx.port_range() == (32768, 60999)
+    assert ctx.persisted_entry("tcp_tw_reuse") is None and ctx.tw_overflow() == 0
