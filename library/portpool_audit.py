@@ -32,7 +32,7 @@ options:
   hosts:
     description:
       - What the role collected on each host before contacting it, a dict with
-        C(vars) (the C(portpool_audit) role's variables as that host sees them:
+        C(vars) (the C(portpool_audit) role's variables as that host sees them, from
         C(portpool_audit_min_usable_ports), ..., C(portpool_preflight_fail_on);
         missing ones take the rules' defaults), C(groups) (C(group_names)) and
         C(started) (ISO-8601 UTC time the host's audit began).
@@ -114,12 +114,24 @@ hosts:
   type: list
   elements: dict
   contains:
-    host: {description: Inventory name., type: str}
-    status: {description: ok, unreachable or failed., type: str}
-    worst: {description: Worst unwaived severity, or null., type: str}
-    findings: {description: Number of findings (waived included)., type: int}
-    waived: {description: Number of waived findings., type: int}
-    file: {description: The host's result file., type: str}
+    host:
+      description: Inventory name.
+      type: str
+    status:
+      description: C(ok), C(unreachable) or C(failed).
+      type: str
+    worst:
+      description: Worst unwaived severity, or null when there is none.
+      type: str
+    findings:
+      description: Number of findings, waived ones included.
+      type: int
+    waived:
+      description: Number of waived findings.
+      type: int
+    file:
+      description: The host's result file.
+      type: str
 counts:
   description: Unwaived findings per severity over all hosts.
   returned: always

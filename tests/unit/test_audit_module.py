@@ -143,3 +143,11 @@ def test_policy_vars_are_typed_and_checked():
 def test_policy_vars_cover_every_policy_key():
     from ansible.module_utils.portpool_audit import DEFAULT_POLICY, POLICY_VARS
     assert {key for key, _ in POLICY_VARS.values()} == set(DEFAULT_POLICY)
+
+
+def test_documentation_parses():
+    import yaml
+    doc = yaml.safe_load(portpool_audit.DOCUMENTATION)
+    assert set(doc["options"]) == set(portpool_audit.get_argument_spec())
+    yaml.safe_load(portpool_audit.EXAMPLES)
+    assert "blocking" in yaml.safe_load(portpool_audit.RETURN)
