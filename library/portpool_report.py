@@ -5,8 +5,6 @@
 
 from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 ---
 module: portpool_report
@@ -159,7 +157,9 @@ dest:
   type: str
   sample: /home/ops/portpool/reports/20261123T193025Z
 files:
-  description: Path written for each format (the Prometheus entry is the folder). Empty in check mode.
+  description:
+    - Path written for each format (the Prometheus entry is the folder).
+    - Empty in check mode.
   returned: always
   type: dict
   sample:
@@ -224,7 +224,7 @@ summary:
   returned: always
   type: str
   sample: |-
-    portpool: 3 host(s): 2 ok, 1 unreachable, 0 failed; unwaived findings: 0 critical, 2 high, 0 medium, 1 low, 0 info
+    portpool: 3 host(s): 2 ok, 1 unreachable, 0 failed; unwaived findings: 0 critical, 2 high, ...
     HOST   STATUS       WORST  FINDINGS  TOP FINDINGS
     h03    unreachable  -      -         ssh: connect to host 198.18.1.3 port 22: Connection refused
     h01    ok           high   2         PP004 Listening service port inside the range

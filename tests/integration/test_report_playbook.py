@@ -6,6 +6,7 @@ both), ok, unreachable and failed hosts, an unreadable file and a host whose
 name and finding carry `<script>` that would set document.title if it ran.
 """
 
+import contextlib
 import json
 import os
 import select
@@ -13,8 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -154,11 +155,9 @@ class DevTools:
         return result["result"].get("value")
 
     def close(self):
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._commands, json.dumps({"id": 0, "method": "Browser.close"}).encode()
                      + b"\0")
-        except OSError:
-            pass
         for fd in (self._commands, self._events):
             os.close(fd)
         deadline = time.monotonic() + 10

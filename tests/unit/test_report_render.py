@@ -2,7 +2,7 @@
 
 import json
 import os
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 from ansible.module_utils.portpool_report import FORMATS, safe_file_name
