@@ -190,16 +190,31 @@ def list_result_files(result_dirs):
     return files, missing
 
 
-def read_result_file(path):
-    """The parsed result of one file, or (None, reason) when it cannot be read."""
+def read_bytes(path):
+    """A file's bytes, or the OSError that reading it raised."""
     try:
         with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except (OSError, ValueError) as exc:
+            return handle.read()
+    except OSError as exc:
+        return exc
+
+
+def parse_result(path, raw):
+    """The parsed result of one file's bytes, or (None, reason) when unusable."""
+    if isinstance(raw, OSError):
+        return None, "unreadable result file %s: %s" % (path, raw)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         return None, "unreadable result file %s: %s" % (path, exc)
     if not isinstance(data, dict):
         return None, "result file %s does not hold a JSON object" % path
     return data, None
+
+
+def read_result_file(path):
+    """The parsed result of one file, or (None, reason) when it cannot be read."""
+    return parse_result(path, read_bytes(path))
 
 
 def _destination(entry):
@@ -354,17 +369,23 @@ def merge_records(records, warnings=None):
     return chosen
 
 
-def load_results(result_dirs, top_destinations=20, warnings=None):
-    """Read every result file of every folder and merge them by host."""
+def load_results(result_dirs, top_destinations=20, warnings=None, reader=None):
+    """Read every result file of every folder and merge them by host.
+
+    `reader(paths)` yields each path's bytes (or OSError) in order; the
+    default reads them one by one. Returns (records by host, files read).
+    """
     if warnings is None:
         warnings = []
     files, missing = list_result_files(result_dirs)
     for folder in missing:
         warnings.append("result folder %s does not exist" % folder)
+    paths = [path for _index, path in files]
+    contents = reader(paths) if reader else map(read_bytes, paths)
 
     def records():
-        for order, (_index, path) in enumerate(files):
-            data, problem = read_result_file(path)
+        for order, (path, raw) in enumerate(zip(paths, contents)):
+            data, problem = parse_result(path, raw)
             if problem:
                 warnings.append(problem)
             yield order, summarise_result(data, path, top_destinations, warnings)

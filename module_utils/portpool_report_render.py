@@ -18,11 +18,14 @@ default, so a template cannot forget it:
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import hashlib
 import json
 import os
+import queue
 import shutil
+import threading
 from datetime import datetime, timezone
 
 from ansible.module_utils.portpool_report import (
@@ -36,6 +39,7 @@ from ansible.module_utils.portpool_report import (
     load_rules,
     markdown_text,
     prometheus_label,
+    read_bytes,
     xml_text,
 )
 
@@ -213,72 +217,184 @@ def script_and_hash(template_dir):
     return Markup(script), "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
+class BackgroundWriter:
+    """Runs file writes on one background thread, in order.
+
+    Disk work (creating 10,000 files) then overlaps the rendering of the next
+    format instead of adding to it. The first error is raised again by
+    `submit` or `finish`; later jobs are skipped.
+    """
+
+    def __init__(self, depth=16):
+        self._queue = queue.Queue(maxsize=depth)
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="portpool-report-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job[0](*job[1:])
+                except BaseException as exc:  # handed back to the caller
+                    self._error = exc
+
+    def submit(self, function, *args):
+        if self._error is not None:
+            raise self._error
+        self._queue.put((function, *args))
+
+    def finish(self):
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def read_ahead(paths, batch=64, depth=8):
+    """Yield each path's bytes (or OSError) in order, read on a background thread.
+
+    Reading the next files overlaps parsing the current ones; at most
+    batch * (depth + 2) files wait in memory.
+    """
+    chunks = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for start in range(0, len(paths), batch):
+                if stop.is_set():
+                    return
+                chunks.put(("data", [read_bytes(path) for path in paths[start:start + batch]]))
+        except BaseException as exc:  # handed to the consumer
+            chunks.put(("error", exc))
+        finally:
+            chunks.put(("end", None))
+
+    thread = threading.Thread(target=work, name="portpool-report-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = chunks.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise value
+            yield from value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                chunks.get(timeout=0.1)
+        thread.join()
+
+
 def render_formats(model, dest, formats, template_dir):
-    """Render and write each requested format; returns {format: path}."""
+    """Render each requested format and write it; returns {format: path}.
+
+    Rendering happens on this thread, writing on a background one.
+    """
     files = {}
-    if "json" in formats:
-        path = os.path.join(dest, OUTPUT_FILES["json"])
-        atomic_write(path, json.dumps(fleet_document(model), ensure_ascii=False,
-                                      sort_keys=True, separators=(",", ":")) + "\n")
-        files["json"] = path
-    if "markdown" in formats:
-        path = os.path.join(dest, OUTPUT_FILES["markdown"])
-        template = make_environment(template_dir, "markdown").get_template(
-            TEMPLATES["markdown"])
-        atomic_write(path, template.render(model=model, markdown=markdown_text))
-        files["markdown"] = path
-    if "html" in formats:
-        path = os.path.join(dest, OUTPUT_FILES["html"])
-        script, script_hash = script_and_hash(template_dir)
-        template = make_environment(template_dir, "html").get_template(TEMPLATES["html"])
-        atomic_write(path, template.render(model=model, script=script,
-                                           script_hash=script_hash))
-        files["html"] = path
-    if "junit" in formats:
-        path = os.path.join(dest, OUTPUT_FILES["junit"])
-        template = make_environment(template_dir, "junit").get_template(TEMPLATES["junit"])
-        atomic_write(path, template.render(model=model))
-        files["junit"] = path
-    if "prometheus" in formats:
-        template = make_environment(template_dir, "prometheus").get_template(
-            TEMPLATES["prometheus"])
-        render = template.render
-        files["prometheus"] = write_folder(
-            os.path.join(dest, PROMETHEUS_DIR),
-            ((record["file"] + ".prom", render(host=record)) for record in model["hosts"]))
+    writer = BackgroundWriter()
+    fresh = None
+    try:
+        if "json" in formats:
+            files["json"] = path = os.path.join(dest, OUTPUT_FILES["json"])
+            writer.submit(atomic_write, path, json.dumps(
+                fleet_document(model), ensure_ascii=False, sort_keys=True,
+                separators=(",", ":")) + "\n")
+        if "markdown" in formats:
+            files["markdown"] = path = os.path.join(dest, OUTPUT_FILES["markdown"])
+            template = make_environment(template_dir, "markdown").get_template(
+                TEMPLATES["markdown"])
+            writer.submit(atomic_write, path, template.render(model=model))
+        if "html" in formats:
+            files["html"] = path = os.path.join(dest, OUTPUT_FILES["html"])
+            script, script_hash = script_and_hash(template_dir)
+            template = make_environment(template_dir, "html").get_template(TEMPLATES["html"])
+            writer.submit(atomic_write, path, template.render(
+                model=model, script=script, script_hash=script_hash))
+        if "junit" in formats:
+            files["junit"] = path = os.path.join(dest, OUTPUT_FILES["junit"])
+            template = make_environment(template_dir, "junit").get_template(
+                TEMPLATES["junit"])
+            writer.submit(atomic_write, path, template.render(model=model))
+        if "prometheus" in formats:
+            template = make_environment(template_dir, "prometheus").get_template(
+                TEMPLATES["prometheus"])
+            render = template.render
+            fresh = new_folder(os.path.join(dest, PROMETHEUS_DIR))
+            batch = []
+            for record in model["hosts"]:
+                batch.append((record["file"] + ".prom", render(host=record)))
+                if len(batch) == 256:
+                    writer.submit(write_files, fresh, batch)
+                    batch = []
+            writer.submit(write_files, fresh, batch)
+        pending, writer = writer, None
+        pending.finish()
+        if fresh is not None:
+            files["prometheus"] = swap_folder(fresh, os.path.join(dest, PROMETHEUS_DIR))
+            fresh = None
+    finally:
+        if writer is not None:
+            writer.finish()
+        if fresh is not None and os.path.lexists(fresh):
+            shutil.rmtree(fresh)
     return files
 
 
-def write_folder(path, files):
-    """Write (name, text) pairs into a new folder, then move it to path at once.
-
-    Thousands of files are written without a rename each; whoever reads the
-    folder (node_exporter's textfile collector through `latest`) sees the old
-    set or the new set. A folder already at path is replaced.
-    """
+def new_folder(path):
+    """An empty folder beside path, to fill before `swap_folder` moves it there."""
     parent, name = os.path.split(path)
     fresh = os.path.join(parent, ".%s.new-%d" % (name, os.getpid()))
-    stale = os.path.join(parent, ".%s.old-%d" % (name, os.getpid()))
-    for leftover in (fresh, stale):
-        if os.path.lexists(leftover):
-            shutil.rmtree(leftover)
+    if os.path.lexists(fresh):
+        shutil.rmtree(fresh)
     os.mkdir(fresh)
-    try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        for file_name, text in files:
-            handle = os.open(os.path.join(fresh, file_name), flags, 0o644)
-            try:
-                os.write(handle, text.encode("utf-8", "replace"))
-            finally:
-                os.close(handle)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.rename(path, stale)
-        os.rename(fresh, path)
-    finally:
-        for leftover in (fresh, stale):
-            if os.path.lexists(leftover):
-                shutil.rmtree(leftover)
+    return fresh
+
+
+def write_files(folder, files):
+    """Create each (name, text) file in folder; the folder is new, so no renames."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for name, text in files:
+        handle = os.open(os.path.join(folder, name), flags, 0o644)
+        try:
+            os.write(handle, text.encode("utf-8", "replace"))
+        finally:
+            os.close(handle)
+
+
+def swap_folder(fresh, path):
+    """Move the filled folder to path, replacing (then deleting) any folder there.
+
+    Readers of path see the old set of files or the new one, never a mix.
+    """
+    parent, name = os.path.split(path)
+    stale = os.path.join(parent, ".%s.old-%d" % (name, os.getpid()))
+    if os.path.lexists(stale):
+        shutil.rmtree(stale)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.rename(path, stale)
+    os.rename(fresh, path)
+    if os.path.lexists(stale):
+        shutil.rmtree(stale)
     return path
+
+
+def write_folder(path, files):
+    """Write (name, text) pairs into a new folder, then move it to path at once."""
+    fresh = new_folder(path)
+    try:
+        write_files(fresh, files)
+        return swap_folder(fresh, path)
+    finally:
+        if os.path.lexists(fresh):
+            shutil.rmtree(fresh)
 
 
 def utc_now():
@@ -308,7 +424,8 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
     collecting = gc.isenabled()
     gc.disable()
     try:
-        records, file_count = load_results(result_dirs, top_destinations, warnings)
+        records, file_count = load_results(result_dirs, top_destinations, warnings,
+                                           reader=read_ahead)
         rules = load_rules(rules_candidates(dest, result_dirs, rules_file), warnings)
         model = build_model(records, rules, {
             "fail_on": fail_on, "top_destinations": top_destinations,

@@ -7,8 +7,11 @@ from xml.etree import ElementTree
 import pytest
 from ansible.module_utils.portpool_report import FORMATS, safe_file_name
 from ansible.module_utils.portpool_report_render import (
+    BackgroundWriter,
+    atomic_write,
     build_report,
     make_environment,
+    read_ahead,
     update_latest_link,
     write_folder,
 )
@@ -189,3 +192,35 @@ def test_environments_escape_by_default(kind):
         "prometheus": '<a href=\\"x\\">\\n\x01\\\\',
     }[kind]
     assert out == expected
+
+
+def test_read_ahead_keeps_order_and_reports_unreadable_files(tmp_path):
+    paths = []
+    for index in range(150):
+        path = tmp_path / ("%03d.json" % index)
+        path.write_bytes(b"%d" % index)
+        paths.append(str(path))
+    paths.insert(70, str(tmp_path / "missing.json"))
+    contents = list(read_ahead(paths, batch=8, depth=2))
+    assert isinstance(contents.pop(70), OSError)
+    assert contents == [b"%d" % index for index in range(150)]
+
+
+def test_read_ahead_can_stop_early(tmp_path):
+    paths = [str(tmp_path / "x")] * 500
+    (tmp_path / "x").write_bytes(b"x")
+    reader = read_ahead(paths, batch=4, depth=1)
+    assert next(reader) == b"x"
+    reader.close()  # the reading thread ends, nothing hangs
+
+
+def test_background_writer_raises_the_first_error(tmp_path):
+    writer = BackgroundWriter(depth=1)
+    writer.submit(atomic_write, str(tmp_path / "ok"), "ok")
+    writer.submit(atomic_write, str(tmp_path / "no" / "such" / "dir"), "x")
+    writer.submit(atomic_write, str(tmp_path / "skipped"), "x")
+    with pytest.raises(OSError):
+        writer.finish()
+    assert (tmp_path / "ok").read_text() == "ok"
+    assert not (tmp_path / "skipped").exists()
+    assert sorted(os.listdir(tmp_path)) == ["ok"]
