@@ -290,6 +290,7 @@ def main():
     except (OSError, ValueError) as exc:
         module.fail_json(msg="could not write the report into %s: %s"
                          % (params["dest"], exc))
+    result.pop("stats")
     warnings = result.pop("warnings")
     for warning in warnings[:50]:
         module.warn(warning)

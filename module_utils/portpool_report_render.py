@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import queue
+import resource
 import shutil
 import threading
 from datetime import datetime, timezone
@@ -64,6 +65,9 @@ TEMPLATES = {
     "prometheus": "host.prom.j2",
 }
 SCRIPT_FILE = "report.js"
+# Fleets from this size render JUnit and Prometheus in a forked process.
+PARALLEL_HOSTS = 2000
+FORKED_FORMATS = ("junit", "prometheus")
 PROMETHEUS_DIR = "prometheus"
 LATEST_LINK = "latest"
 
@@ -293,7 +297,70 @@ def read_ahead(paths, batch=64, depth=8):
         thread.join()
 
 
-def render_formats(model, dest, formats, template_dir):
+def private_memory_kb():
+    """This process's own (not shared) resident memory in KiB, or None."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as handle:
+            return sum(int(line.split()[1]) for line in handle
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def render_formats(model, dest, formats, template_dir, *, parallel=None, stats=None):
+    """Render and write every requested format; returns {format: path}.
+
+    With `parallel` (default: for PARALLEL_HOSTS hosts or more, on a machine
+    with several CPUs), a forked child renders JUnit and Prometheus while this
+    process renders the rest: the formats are independent and the model is
+    shared copy-on-write. `stats`, when a dict, receives the child's memory.
+    """
+    if parallel is None:
+        parallel = (len(model["hosts"]) >= PARALLEL_HOSTS and hasattr(os, "fork")
+                    and (os.cpu_count() or 1) > 1)
+    split = [name for name in formats if name in FORKED_FORMATS]
+    rest = [name for name in formats if name not in FORKED_FORMATS]
+    if not (parallel and split and rest):
+        return render_serial(model, dest, formats, template_dir)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: render its formats, report through the pipe, exit
+        status = 1
+        try:
+            os.close(reader)
+            message = {"files": render_serial(model, dest, split, template_dir),
+                       "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                       "private_kb": private_memory_kb()}
+            status = 0
+        except BaseException as exc:
+            message = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        finally:
+            try:
+                os.write(writer, json.dumps(message).encode("utf-8"))
+            finally:
+                os._exit(status)
+    os.close(writer)
+    try:
+        files = render_serial(model, dest, rest, template_dir)
+    finally:
+        with os.fdopen(reader, "rb") as pipe:
+            answer = pipe.read()
+        _pid, status = os.waitpid(pid, 0)
+    try:
+        message = json.loads(answer)
+    except ValueError:
+        message = {"error": "exit status %d, no message" % status}
+    if "error" in message or status != 0:
+        raise RuntimeError("rendering %s failed: %s"
+                           % (" and ".join(split), message.get("error", status)))
+    if stats is not None:
+        stats["child_maxrss_kb"] = message["maxrss_kb"]
+        stats["child_private_kb"] = message["private_kb"]
+    files.update(message["files"])
+    return {name: files[name] for name in formats}
+
+
+def render_serial(model, dest, formats, template_dir):
     """Render each requested format and write it; returns {format: path}.
 
     Rendering happens on this thread, writing on a background one.
@@ -405,11 +472,12 @@ def utc_now():
 def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",
                  top_destinations=20, chart_hosts=50, console_hosts=20,
                  title="portpool fleet report", rules_file=None,
-                 latest_link=True, check_mode=False, generated_at=None):
+                 latest_link=True, check_mode=False, generated_at=None, parallel=None):
     """Load, merge, aggregate and render: the whole report step.
 
     Returns a dict with the written `files`, the fleet `totals`, the console
-    `summary`, `warnings` and the `latest` link (or None).
+    `summary`, `warnings`, the `latest` link (or None) and `stats` (memory of
+    the forked renderer, when one ran).
     """
     dest = os.path.abspath(dest)
     result_dirs = [os.path.abspath(folder) for folder in result_dirs]
@@ -438,9 +506,11 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
         model["rule_findings"] = rule_findings(model["hosts"])
         files = {}
         latest = None
+        stats = {}
         if not check_mode:
             os.makedirs(dest, exist_ok=True)
-            files = render_formats(model, dest, formats, template_dir)
+            files = render_formats(model, dest, formats, template_dir, parallel=parallel,
+                                   stats=stats)
             if latest_link:
                 try:
                     latest = update_latest_link(dest)
@@ -459,6 +529,7 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
         "warnings": warnings,
         "latest": latest,
         "report": report_path,
+        "stats": stats,
     }
 
 

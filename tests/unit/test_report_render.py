@@ -224,3 +224,29 @@ def test_background_writer_raises_the_first_error(tmp_path):
     assert (tmp_path / "ok").read_text() == "ok"
     assert not (tmp_path / "skipped").exists()
     assert sorted(os.listdir(tmp_path)) == ["ok"]
+
+
+def test_parallel_rendering_writes_the_same_files(tmp_path):
+    outputs = {}
+    for parallel in (False, True):
+        dest = tmp_path / str(parallel)
+        result = build_report([str(SLICE_A), str(SLICE_B)], str(dest), str(TEMPLATES),
+                              parallel=parallel, generated_at="2026-11-23T20:00:00Z",
+                              latest_link=False)
+        assert set(result["files"]) == set(FORMATS)
+        assert ("child_private_kb" in result["stats"]) == parallel
+        outputs[parallel] = {
+            path.relative_to(dest).as_posix(): path.read_bytes().replace(
+                str(dest).encode(), b"DEST")
+            for path in sorted(dest.rglob("*")) if path.is_file()}
+    assert outputs[True] == outputs[False]
+
+
+def test_a_failing_forked_renderer_fails_the_report(tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for path in TEMPLATES.iterdir():
+        if path.name != "junit.xml.j2":
+            (templates / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(RuntimeError, match="junit and prometheus failed: TemplateNotFound"):
+        build_report([str(SLICE_A)], str(tmp_path / "run"), str(templates), parallel=True)
