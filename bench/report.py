@@ -1,6 +1,6 @@
 """Benchmark the report step: 1,000 against 10,000 synthetic host results.
 
-    python -m bench.report [--runs 5] [--keep DIR]
+    python -m bench.report [--runs 5] [--keep DIR] [--out-dir DIR]
 
 Generates realistic result files (facts with 20 destinations, a probe, a few
 findings, some unreachable and failed hosts) for both fleet sizes once, then
@@ -173,18 +173,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per size (default 5)")
     parser.add_argument("--keep", help="generate into this folder and keep it")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out-dir", help="write the reports here (default: beside the "
+                        "generated results); e.g. /dev/shm to leave the disk out")
+    args = parser.parse_args([] if argv is None else argv)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ppreport-bench-"))
+    out = work
     try:
         folders = {}
         for size in SIZES:
             folders[size] = generate(work / ("fleet-%d" % size), size)
         print("generated %s synthetic host results in %s" % (
             " and ".join(f"{size:,}" for size in SIZES), work))
+        out = Path(tempfile.mkdtemp(prefix="ppreport-out-", dir=args.out_dir)) \
+            if args.out_dir else work
         samples = {size: [] for size in SIZES}
         for run in range(args.runs):
             for size in SIZES:
-                measured = run_once(folders[size], work / ("out-%d" % size))
+                measured = run_once(folders[size], out / ("out-%d" % size))
                 assert measured["hosts"] == size, measured
                 samples[size].append(measured)
                 print("run %d: %6d hosts  %6.3f s  (CPU %6.3f s)  peak %6.1f MB"
@@ -206,8 +211,10 @@ def main(argv=None):
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+        if args.out_dir and out != work:
+            shutil.rmtree(out, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
