@@ -531,15 +531,31 @@ def _scale(value, maximum, width):
     return round(min(value, maximum) * width / maximum, 1)
 
 
-def _ticks(maximum, width, count=4, percent=False):
+def nice_axis(maximum, count=4):
+    """A round axis for counts: (axis maximum, step), steps of 1, 2, 2.5 or 5 x 10^n.
+
+    Steps are whole numbers, so small counts get ticks 0, 1, 2.
+    """
+    if not maximum or maximum <= 0:
+        return 1, 1
+    raw = maximum / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(factor * magnitude for factor in (1, 2, 2.5, 5, 10)
+                if factor * magnitude >= raw)
+    step = max(1, math.ceil(step))
+    return step * math.ceil(maximum / step), step
+
+
+def _ticks(maximum, width, percent=False, step=None):
     if not maximum:
         return []
-    ticks = []
-    for step in range(count + 1):
-        value = maximum * step / count
-        label = ("%d%%" % round(value * 100)) if percent else format_count(value)
-        ticks.append({"x": round(width * step / count, 1), "label": label})
-    return ticks
+    if percent:
+        values = [maximum * index / 4 for index in range(5)]
+    else:
+        values = [step * index for index in range(round(maximum / step) + 1)]
+    return [{"x": round(width * value / maximum, 1),
+             "label": ("%d%%" % round(value * 100)) if percent else format_count(value)}
+            for value in values]
 
 
 def format_count(value):
@@ -560,6 +576,9 @@ def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
     `rows` are dicts with `label`, `title`, `value_label` and `segments`
     (list of {value, cls}), drawn stacked from the left.
     """
+    step = None
+    if not percent:
+        maximum, step = nice_axis(maximum)
     drawn = []
     for index, row in enumerate(rows):
         x = 0.0
@@ -573,7 +592,7 @@ def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
                           value_x=round(min(x, bar_width) + 4, 1)))
     return {"rows": drawn, "bar_width": bar_width, "row_height": row_height,
             "height": max(len(rows), 1) * row_height + 22,
-            "ticks": _ticks(maximum, bar_width, percent=percent)}
+            "ticks": _ticks(maximum, bar_width, percent=percent, step=step)}
 
 
 def _short(text, width=34):

@@ -11,6 +11,7 @@ from ansible.module_utils.portpool_report import (
     load_results,
     load_rules,
     merge_records,
+    nice_axis,
     parse_time,
     summarise_result,
     summary_table,
@@ -239,3 +240,11 @@ def test_fleet_document_is_json_and_complete():
     assert hosts["web01"]["findings_by_severity"]["high"] == 2
     assert document["totals"]["hosts"] == 7
     assert "candidates" not in hosts["web01"] and "junit" not in hosts["web01"]
+
+
+@pytest.mark.parametrize("maximum, axis", [
+    (2, (2, 1)), (1, (1, 1)), (0, (1, 1)), (7, (8, 2)), (64512, (80000, 20000)),
+    (28232, (30000, 10000)), (100, (100, 25)),
+])
+def test_nice_axis_has_whole_round_steps(maximum, axis):
+    assert nice_axis(maximum) == axis
