@@ -393,11 +393,11 @@ def render_serial(model, dest, formats, template_dir):
         if "prometheus" in formats:
             template = make_environment(template_dir, "prometheus").get_template(
                 TEMPLATES["prometheus"])
-            render = template.render
+            host_file = template.module.host_file
             fresh = new_folder(os.path.join(dest, PROMETHEUS_DIR))
             batch = []
             for record in model["hosts"]:
-                batch.append((record["file"] + ".prom", render(host=record)))
+                batch.append((record["file"] + ".prom", str(host_file(record))))
                 if len(batch) == 256:
                     writer.submit(write_files, fresh, batch)
                     batch = []
