@@ -686,6 +686,18 @@ def summary_table(hosts, totals, rows, report_path):
     return "\n".join(lines)
 
 
+def unique_file_names(hosts):
+    """Make every host's file name unique (a host may be named like another's hash)."""
+    seen = set()
+    for record in hosts:
+        name, number = record["file"], 1
+        while name.casefold() in seen:
+            number += 1
+            name = "%s-%d" % (record["file"], number)
+        record["file"] = name
+        seen.add(name.casefold())
+
+
 def build_model(records, known_rules, options):
     """The whole report model from merged host records.
 
@@ -693,6 +705,7 @@ def build_model(records, known_rules, options):
     console_hosts, title, generated_at, result_dirs, dest, report_path.
     """
     hosts = sorted(records.values(), key=host_sort_key)
+    unique_file_names(hosts)
     rules = build_rules(known_rules, hosts)
     rule_ids = [rule["id"] for rule in rules]
     totals = {

@@ -480,7 +480,8 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
     the forked renderer, when one ran).
     """
     dest = os.path.abspath(dest)
-    result_dirs = [os.path.abspath(folder) for folder in result_dirs]
+    # The same folder listed twice would make every host a duplicate of itself.
+    result_dirs = list(dict.fromkeys(os.path.abspath(folder) for folder in result_dirs))
     formats = [name for name in FORMATS if name in formats]
     warnings = []
     report_path = dest

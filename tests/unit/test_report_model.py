@@ -13,8 +13,10 @@ from ansible.module_utils.portpool_report import (
     merge_records,
     nice_axis,
     parse_time,
+    safe_file_name,
     summarise_result,
     summary_table,
+    unique_file_names,
 )
 from report_helpers import HOSTILE, RULES, SLICE_A, SLICE_B
 
@@ -248,3 +250,11 @@ def test_fleet_document_is_json_and_complete():
 ])
 def test_nice_axis_has_whole_round_steps(maximum, axis):
     assert nice_axis(maximum) == axis
+
+
+def test_host_file_names_stay_unique():
+    hosts = [summarise_result(result(host=name), name) for name in
+             ("a/b", safe_file_name("a/b"), "Web01", "web01")]
+    unique_file_names(hosts)
+    names = [record["file"] for record in hosts]
+    assert len({name.casefold() for name in names}) == 4

@@ -250,3 +250,10 @@ def test_a_failing_forked_renderer_fails_the_report(tmp_path):
             (templates / path.name).write_bytes(path.read_bytes())
     with pytest.raises(RuntimeError, match="junit and prometheus failed: TemplateNotFound"):
         build_report([str(SLICE_A)], str(tmp_path / "run"), str(templates), parallel=True)
+
+
+def test_a_folder_listed_twice_is_read_once(tmp_path):
+    result = build_report([str(SLICE_A), str(SLICE_A) + "/"], str(tmp_path / "run"),
+                          str(TEMPLATES), formats=["json"])
+    assert result["file_count"] == 5
+    assert not [warning for warning in result["warnings"] if "duplicate" in warning]
