@@ -65,9 +65,9 @@ TEMPLATES = {
     "prometheus": "host.prom.j2",
 }
 SCRIPT_FILE = "report.js"
-# Fleets from this size render JUnit and Prometheus in a forked process.
+# Fleets from this size render JSON, JUnit and Prometheus in a forked process.
 PARALLEL_HOSTS = 2000
-FORKED_FORMATS = ("junit", "prometheus")
+FORKED_FORMATS = ("json", "junit", "prometheus")
 PROMETHEUS_DIR = "prometheus"
 LATEST_LINK = "latest"
 
@@ -311,9 +311,10 @@ def render_formats(model, dest, formats, template_dir, *, parallel=None, stats=N
     """Render and write every requested format; returns {format: path}.
 
     With `parallel` (default: for PARALLEL_HOSTS hosts or more, on a machine
-    with several CPUs), a forked child renders JUnit and Prometheus while this
-    process renders the rest: the formats are independent and the model is
-    shared copy-on-write. `stats`, when a dict, receives the child's memory.
+    with several CPUs), a forked child renders FORKED_FORMATS (JSON, JUnit,
+    Prometheus) while this process renders the rest: the formats are
+    independent and the model is shared copy-on-write. `stats`, when a dict,
+    receives the child's memory.
     """
     if parallel is None:
         parallel = (len(model["hosts"]) >= PARALLEL_HOSTS and hasattr(os, "fork")
@@ -352,7 +353,7 @@ def render_formats(model, dest, formats, template_dir, *, parallel=None, stats=N
         message = {"error": "exit status %d, no message" % status}
     if "error" in message or status != 0:
         raise RuntimeError("rendering %s failed: %s"
-                           % (" and ".join(split), message.get("error", status)))
+                           % (", ".join(split), message.get("error", status)))
     if stats is not None:
         stats["child_maxrss_kb"] = message["maxrss_kb"]
         stats["child_private_kb"] = message["private_kb"]

@@ -248,7 +248,7 @@ def test_a_failing_forked_renderer_fails_the_report(tmp_path):
     for path in TEMPLATES.iterdir():
         if path.name != "junit.xml.j2":
             (templates / path.name).write_bytes(path.read_bytes())
-    with pytest.raises(RuntimeError, match="junit and prometheus failed: TemplateNotFound"):
+    with pytest.raises(RuntimeError, match="json, junit, prometheus failed: TemplateNotFound"):
         build_report([str(SLICE_A)], str(tmp_path / "run"), str(templates), parallel=True)
 
 
