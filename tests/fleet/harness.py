@@ -1,0 +1,571 @@
+"""An SSH test fleet on one machine: each host is its own namespaces and sshd.
+
+A host is a network namespace (own address on 198.18.<1+slot>.0/24, own net.*
+sysctls), a mount namespace (own /etc/sysctl.d, /etc/sysctl.conf,
+/var/lib/portpool, /etc/passwd with a sudo user, /home) and a UTS namespace
+(own hostname), with an sshd that only accepts the fleet's key. The hosts sit
+on a bridge in the root namespace, so Ansible reaches them over real SSH.
+
+Only net.* sysctls are per network namespace: writing fs.*, vm.* or kernel.*
+in a host would change the whole machine, so HostSpec refuses them.
+
+Every fleet lives in a slot (/run/portpool-fleet/slot-N) that records what it
+made. Teardown undoes all of it, and the next Fleet.create() also tears down the
+slots of fleets whose owner process has died (an interrupted test run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FLEET_RUN = Path("/run/portpool-fleet")
+NETWORK = ipaddress.ip_network("198.18.0.0/15")
+MAX_SLOTS = 32
+MAX_HOSTS = 200
+SUDO_USER = "ppadmin"
+SUDO_UID = 4242
+TARGET_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# Paths each host gets its own copy of, bind-mounted inside its mount namespace.
+STATE_DIR = "/var/lib/portpool"
+START_TIMEOUT = 15.0
+
+
+class FleetError(RuntimeError):
+    """A fleet could not be made or used; the message says what and where."""
+
+
+@dataclass
+class HostSpec:
+    """What one fleet host should look like when it starts."""
+
+    name: str
+    sysctls: dict = field(default_factory=dict)
+    sysctl_d: dict = field(default_factory=dict)
+    sysctl_conf: str | None = None
+    become: bool = False
+    listeners: tuple = ()
+    groups: tuple = ()
+    hostvars: dict = field(default_factory=dict)
+
+    def validate(self):
+        if not self.name.replace("-", "").replace("_", "").isalnum() or len(self.name) > 20:
+            raise FleetError("host name %r: letters, digits, - and _ only, at most 20" % self.name)
+        for key in self.sysctls:
+            if not key.startswith("net."):
+                raise FleetError(
+                    "host %s: %s is not a net.* sysctl; only net.* keys are per "
+                    "namespace, others would change the whole machine" % (self.name, key))
+        for name in self.sysctl_d:
+            if "/" in name or name.startswith("."):
+                raise FleetError("host %s: bad sysctl.d file name %r" % (self.name, name))
+        for port in self.listeners:
+            if not 1 <= int(port) <= 65535:
+                raise FleetError("host %s: bad listener port %r" % (self.name, port))
+
+
+@dataclass
+class Host:
+    """A running fleet host, as the tests see it."""
+
+    name: str
+    address: str
+    netns: str
+    root: Path
+    pid: int
+    spec: HostSpec
+
+    @property
+    def sysctl_d(self):
+        return self.root / "etc" / "sysctl.d"
+
+    @property
+    def sysctl_conf(self):
+        return self.root / "etc" / "sysctl.conf"
+
+    @property
+    def state(self):
+        return self.root / "state"
+
+
+def _run(argv, check=True, **kwargs):
+    env = dict(os.environ, LANG="C", LC_ALL="C")
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, **kwargs)
+    if check and result.returncode != 0:
+        raise FleetError("%s failed (%d): %s" % (" ".join(argv), result.returncode,
+                                                 result.stderr.strip() or result.stdout.strip()))
+    return result
+
+
+def _pid_alive(pid, start_time):
+    """True when pid runs and is the same process that started at start_time."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return start_time is None or fields[19] == str(start_time)
+
+
+def _start_time(pid):
+    with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[19]
+
+
+def _kill_processes_using(path):
+    """Kill processes whose command line mentions path (ssh ControlPersist masters)."""
+    needle = str(path).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                if needle in handle.read():
+                    os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def _netns_pids(netns):
+    result = _run(["ip", "netns", "pids", netns], check=False)
+    return [int(pid) for pid in result.stdout.split() if pid.isdigit()]
+
+
+def _teardown_record(record):
+    """Undo everything a slot's record lists; safe to call twice."""
+    slot_dir = Path(record["dir"])
+    for host in record.get("hosts", []):
+        for _ in range(3):
+            pids = _netns_pids(host["netns"])
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        # The kernel frees a deleted namespace (and its veth ends) lazily:
+        # delete our end now so a new fleet can reuse the name at once.
+        if host.get("veth"):
+            _run(["ip", "link", "del", host["veth"]], check=False)
+        _run(["ip", "netns", "del", host["netns"]], check=False)
+    _kill_processes_using(slot_dir)
+    if record.get("bridge"):
+        _run(["ip", "link", "del", record["bridge"]], check=False)
+    shutil.rmtree(slot_dir, ignore_errors=True)
+
+
+def _read_record(slot_dir):
+    try:
+        return json.loads((slot_dir / "fleet.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_stale(record):
+    if record is None:
+        return True
+    if record.get("persistent"):
+        return False
+    return not _pid_alive(record["owner_pid"], record.get("owner_start"))
+
+
+def _orphans(live_slots):
+    """Namespaces and bridges named like ours whose slot no longer exists."""
+    netns = _run(["ip", "netns", "list"], check=False).stdout.split("\n")
+    names = [line.split()[0] for line in netns if line.startswith("ppf")]
+    stale_ns = [name for name in names if int(name[3:].split("-", 1)[0]) not in live_slots]
+    links = _run(["ip", "-o", "link", "show", "type", "bridge"], check=False).stdout
+    bridges = []
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith("ppfbr") and int(name[5:]) not in live_slots:
+            bridges.append(name)
+    return stale_ns, bridges
+
+
+def cleanup_stale(include_persistent=False):
+    """Tear down fleets whose owner died, and anything of ours no slot claims.
+
+    Returns the slot numbers it removed.
+    """
+    FLEET_RUN.mkdir(parents=True, exist_ok=True)
+    removed = []
+    with _lock():
+        live = set()
+        for slot_dir in sorted(FLEET_RUN.glob("slot-*")):
+            slot = int(slot_dir.name.split("-")[1])
+            record = _read_record(slot_dir)
+            if _is_stale(record) or (include_persistent and record.get("persistent")):
+                _teardown_record(record or {"dir": str(slot_dir)})
+                removed.append(slot)
+            else:
+                live.add(slot)
+        stale_ns, bridges = _orphans(live)
+        for name in stale_ns:
+            for pid in _netns_pids(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _run(["ip", "netns", "del", name], check=False)
+        for name in bridges:
+            _run(["ip", "link", "del", name], check=False)
+    return removed
+
+
+class _lock:
+    """An exclusive lock over slot allocation, shared by concurrent test runs."""
+
+    def __enter__(self):
+        FLEET_RUN.mkdir(parents=True, exist_ok=True)
+        self.handle = open(FLEET_RUN / "lock", "w")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _host_boot_script(host_dir, spec):
+    """The script a host runs inside its fresh mount and UTS namespaces."""
+    mounts = [
+        ("etc/sysctl.d", "/etc/sysctl.d"),
+        ("etc/sysctl.conf", "/etc/sysctl.conf"),
+        ("etc/passwd", "/etc/passwd"),
+        ("etc/group", "/etc/group"),
+        ("etc/shadow", "/etc/shadow"),
+        ("etc/hosts", "/etc/hosts"),
+        ("etc/hostname", "/etc/hostname"),
+        ("etc/sudoers.d", "/etc/sudoers.d"),
+        ("home", "/home"),
+        ("state", STATE_DIR),
+    ]
+    lines = ["#!/bin/sh", "set -e"]
+    for source, target in mounts:
+        lines.append("mount --bind %s %s" % (host_dir / source, target))
+    lines.append("mount -t tmpfs -o mode=0755 tmpfs /run/sshd")
+    lines.append("hostname %s" % spec.name)
+    if spec.listeners:
+        lines.append("%s %s %s &" % (TARGET_PYTHON, REPO / "tests" / "fleet" / "listener.py",
+                                     " ".join(str(int(port)) for port in spec.listeners)))
+    lines.append("exec /usr/sbin/sshd -D -e -f %s" % (host_dir / "ssh" / "sshd_config"))
+    return "\n".join(lines) + "\n"
+
+
+def _sshd_config(host_dir, address, authorized_keys):
+    return "\n".join([
+        "ListenAddress %s" % address,
+        "Port 22",
+        "HostKey %s" % (host_dir / "ssh" / "host_key"),
+        "PidFile %s" % (host_dir / "ssh" / "sshd.pid"),
+        "AuthorizedKeysFile %s" % authorized_keys,
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "UsePAM no",
+        # Key files live under /run, which StrictModes would reject.
+        "StrictModes no",
+        "MaxStartups 200:30:400",
+        "MaxSessions 200",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+        "LogLevel ERROR",
+        "",
+    ])
+
+
+def _account_files(host_dir):
+    """Copies of passwd, group and shadow with the fleet's sudo user added."""
+    etc = host_dir / "etc"
+    passwd = Path("/etc/passwd").read_text()
+    group = Path("/etc/group").read_text()
+    shadow = Path("/etc/shadow").read_text()
+    (etc / "passwd").write_text(
+        passwd + "%s:x:%d:%d:portpool fleet:/home/%s:/bin/sh\n"
+        % (SUDO_USER, SUDO_UID, SUDO_UID, SUDO_USER))
+    (etc / "group").write_text(group + "%s:x:%d:\n" % (SUDO_USER, SUDO_UID))
+    # '*' is "no password", not "locked" ('!'), so key logins are allowed.
+    (etc / "shadow").write_text(shadow + "%s:*:20000:0:99999:7:::\n" % SUDO_USER)
+    os.chmod(etc / "shadow", 0o640)
+    sudoers = etc / "sudoers.d"
+    sudoers.mkdir()
+    (sudoers / SUDO_USER).write_text("%s ALL=(ALL) NOPASSWD: ALL\n" % SUDO_USER)
+    os.chmod(sudoers / SUDO_USER, 0o440)
+    home = host_dir / "home" / SUDO_USER
+    home.mkdir(parents=True)
+    os.chown(home, SUDO_UID, SUDO_UID)
+
+
+class Fleet:
+    """A set of running hosts; use Fleet.create() as a context manager."""
+
+    def __init__(self, slot, slot_dir, hosts, record):
+        self.slot = slot
+        self.dir = slot_dir
+        self.hosts = hosts
+        self._record = record
+        self.inventory = slot_dir / "inventory.yml"
+        self.known_hosts = slot_dir / "known_hosts"
+        self.key = slot_dir / "id_ed25519"
+
+    # ---- creation -------------------------------------------------------------
+    @classmethod
+    def create(cls, specs, persistent=False):
+        """Start one host per spec and write the inventory. Tears down on failure."""
+        specs = list(specs)
+        if not specs or len(specs) > MAX_HOSTS:
+            raise FleetError("a fleet needs 1..%d hosts, got %d" % (MAX_HOSTS, len(specs)))
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise FleetError("host names must be unique: %s" % names)
+        for spec in specs:
+            spec.validate()
+        for tool in ("/usr/sbin/sshd", "ssh-keygen", "ip", "unshare", "nsenter", "sudo"):
+            if shutil.which(tool) is None:
+                raise FleetError("%s is missing: run `make test` as root to install it" % tool)
+        cleanup_stale()
+        slot, slot_dir, record = cls._claim_slot(persistent)
+        fleet = cls(slot, slot_dir, {}, record)
+        try:
+            fleet._start(specs)
+        except BaseException:
+            fleet.down()
+            raise
+        return fleet
+
+    @staticmethod
+    def _claim_slot(persistent):
+        with _lock():
+            for slot in range(MAX_SLOTS):
+                slot_dir = FLEET_RUN / ("slot-%d" % slot)
+                if slot_dir.exists():
+                    continue
+                slot_dir.mkdir(mode=0o755)
+                record = {
+                    "slot": slot,
+                    "dir": str(slot_dir),
+                    "owner_pid": os.getpid(),
+                    "owner_start": _start_time(os.getpid()),
+                    "persistent": persistent,
+                    "bridge": "ppfbr%d" % slot,
+                    "hosts": [],
+                }
+                (slot_dir / "fleet.json").write_text(json.dumps(record))
+                return slot, slot_dir, record
+        raise FleetError("all %d fleet slots are in use" % MAX_SLOTS)
+
+    def _save_record(self):
+        (self.dir / "fleet.json").write_text(json.dumps(self._record))
+
+    def _subnet(self):
+        return ipaddress.ip_network("198.18.%d.0/24" % (1 + self.slot))
+
+    def _start(self, specs):
+        subnet = self._subnet()
+        assert subnet.subnet_of(NETWORK)
+        gateway = "%s/24" % subnet[1]
+        bridge = self._record["bridge"]
+        _run(["ip", "link", "add", bridge, "type", "bridge"])
+        _run(["ip", "addr", "add", gateway, "dev", bridge])
+        _run(["ip", "link", "set", bridge, "up"])
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "portpool-fleet",
+              "-f", str(self.key)])
+        authorized = self.dir / "authorized_keys"
+        shutil.copy(self.key.with_suffix(".pub"), authorized)
+        os.chmod(authorized, 0o644)
+        os.chmod(self.dir, 0o755)
+        # Mount points for the per-host copies; sshd also wants /run/sshd.
+        Path(STATE_DIR).mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(exist_ok=True)
+        known = []
+        for index, spec in enumerate(specs):
+            address = str(subnet[10 + index])
+            host = self._start_host(index, spec, address, bridge)
+            self.hosts[spec.name] = host
+            key_type, key = (host.root / "ssh" / "host_key.pub").read_text().split()[:2]
+            known.append("%s %s %s" % (address, key_type, key))
+        self.known_hosts.write_text("\n".join(known) + "\n")
+        for host in self.hosts.values():
+            self._wait_for_sshd(host)
+        self._write_inventory()
+
+    def _start_host(self, index, spec, address, bridge):
+        netns = "ppf%d-%s" % (self.slot, spec.name)
+        veth = "ppf%dv%d" % (self.slot, index)
+        host_dir = self.dir / "hosts" / spec.name
+        self._record["hosts"].append({"name": spec.name, "netns": netns, "veth": veth})
+        self._save_record()
+        (host_dir / "ssh").mkdir(parents=True)
+        (host_dir / "state").mkdir()
+        etc = host_dir / "etc"
+        (etc / "sysctl.d").mkdir(parents=True)
+        for name, content in spec.sysctl_d.items():
+            (etc / "sysctl.d" / name).write_text(content)
+        (etc / "sysctl.conf").write_text(spec.sysctl_conf or "")
+        (etc / "hostname").write_text(spec.name + "\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n%s %s\n" % (address, spec.name))
+        _account_files(host_dir)
+        for path in (host_dir, etc, host_dir / "home"):
+            os.chmod(path, 0o755)
+
+        _run(["ip", "netns", "add", netns])
+        _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+              "netns", netns])
+        _run(["ip", "link", "set", veth, "master", bridge, "up"])
+        inside = ["ip", "netns", "exec", netns]
+        _run([*inside, "ip", "link", "set", "lo", "up"])
+        _run([*inside, "ip", "addr", "add", "%s/24" % address, "dev", "eth0"])
+        _run([*inside, "ip", "link", "set", "eth0", "up"])
+        for key, value in spec.sysctls.items():
+            # Written straight to /proc/sys: `sysctl -w` may exit 0 on EINVAL.
+            _run([*inside, "tee", "/proc/sys/" + key.replace(".", "/")],
+                 input="%s\n" % value)
+
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.name,
+              "-f", str(host_dir / "ssh" / "host_key")])
+        (host_dir / "ssh" / "sshd_config").write_text(
+            _sshd_config(host_dir, address, self.dir / "authorized_keys"))
+        boot = host_dir / "boot.sh"
+        boot.write_text(_host_boot_script(host_dir, spec))
+        log = open(host_dir / "sshd.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [*inside, "unshare", "--mount", "--uts", "--propagation", "private",
+             "/bin/sh", str(boot)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+        return Host(spec.name, address, netns, host_dir, process.pid, spec)
+
+    def _wait_for_sshd(self, host):
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host.address, 22), timeout=1) as conn:
+                    if conn.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        log = (host.root / "sshd.log").read_text(errors="replace")
+        raise FleetError("sshd on %s (%s) did not start in %ds: %s"
+                         % (host.name, host.address, START_TIMEOUT, log.strip()[-500:]))
+
+    def _write_inventory(self):
+        ssh_args = " ".join([
+            "-o UserKnownHostsFile=%s" % self.known_hosts,
+            "-o StrictHostKeyChecking=yes",
+            "-o IdentitiesOnly=yes",
+            "-o ConnectTimeout=5",
+        ])
+        hosts = {}
+        groups = {}
+        for host in self.hosts.values():
+            entry = {"ansible_host": host.address, "ansible_user": "root"}
+            if host.spec.become:
+                entry.update(ansible_user=SUDO_USER, ansible_become=True)
+            entry.update(host.spec.hostvars)
+            hosts[host.name] = entry
+            for group in host.spec.groups:
+                groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = None
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_connection": "ssh",
+                    "ansible_python_interpreter": TARGET_PYTHON,
+                    "ansible_ssh_private_key_file": str(self.key),
+                    "ansible_ssh_common_args": ssh_args,
+                },
+                "hosts": hosts,
+                "children": groups,
+            }
+        }
+        self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+
+    # ---- use ------------------------------------------------------------------
+    def env(self):
+        """Environment for ansible commands against this fleet."""
+        venv_bin = str(Path(sys.executable).parent)
+        control = self.dir / "cp"
+        control.mkdir(exist_ok=True)
+        return dict(
+            os.environ,
+            PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""),
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_INVENTORY=str(self.inventory),
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(control),
+            ANSIBLE_LOCAL_TEMP=str(self.dir / "tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            LANG="C.UTF-8",
+        )
+
+    def ansible(self, *args, timeout=600):
+        """Run `ansible <args>` against the fleet from the repository root."""
+        return subprocess.run(["ansible", "-i", str(self.inventory), *args], cwd=REPO,
+                              env=self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def playbook(self, playbook, *args, extra_vars=None, timeout=900, env=None):
+        """Run `ansible-playbook -i <inventory> <playbook> <args>` from the repository root."""
+        argv = ["ansible-playbook", "-i", str(self.inventory), str(playbook), *args]
+        if extra_vars:
+            argv += ["-e", json.dumps(extra_vars)]
+        return subprocess.run(argv, cwd=REPO, env=dict(self.env(), **(env or {})),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def run(self, name, argv, check=True, input=None, timeout=60):
+        """Run argv as root inside host `name`'s network, mount and UTS namespaces."""
+        host = self.hosts[name]
+        result = subprocess.run(
+            ["nsenter", "-t", str(host.pid), "-n", "-m", "-u", "--", *argv],
+            input=input, capture_output=True, text=True, timeout=timeout,
+            env=dict(os.environ, LANG="C", LC_ALL="C"))
+        if check and result.returncode != 0:
+            raise FleetError("on %s, %s failed (%d): %s" % (
+                name, " ".join(argv), result.returncode, result.stderr.strip()))
+        return result
+
+    def sysctl(self, name, key):
+        """The runtime value of a sysctl inside host `name`, whitespace-normalised."""
+        if "/" in key or ".." in key:
+            raise FleetError("bad sysctl name %r" % key)
+        path = "/proc/sys/" + key.replace(".", "/")
+        return " ".join(self.run(name, ["cat", path]).stdout.split())
+
+    def kill_sshd(self, name):
+        """Make a host unreachable: stop its sshd (the host's namespaces stay)."""
+        host = self.hosts[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(host.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host.address, 22), timeout=0.5).close()
+            except OSError:
+                return
+            time.sleep(0.05)
+        raise FleetError("sshd on %s still answers" % name)
+
+    # ---- teardown -------------------------------------------------------------
+    def down(self):
+        with _lock():
+            _teardown_record(self._record)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
