@@ -289,6 +289,10 @@ probe:
                 used the measured range up.
               type: int
               sample: 1000
+            first_failure_at:
+              description: Seconds into the run of the first EADDRNOTAVAIL; null when none.
+              type: float
+              sample: 0.05
             expected_before_first_failure:
               description: Usable ports of the measured range.
               type: int

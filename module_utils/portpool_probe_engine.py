@@ -539,7 +539,8 @@ def session(plan):
                                        if address})
         fd_limit = raise_fd_limit()
         listeners, port = open_listeners(listen_addresses, plan["listener_candidates"])
-        before = count_port_sockets(port) if plan["mode"] == "host" else None
+        # Host mode: sockets on our port other than our own listeners.
+        before = (count_port_sockets(port) - len(listeners)) if plan["mode"] == "host" else None
         deadline = time.monotonic() + plan["timeout"]
         acceptor, hold = run_hold(plan, listeners, port, (fd_limit, deadline),
                                   workers)

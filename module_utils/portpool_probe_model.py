@@ -286,7 +286,7 @@ def model_rate(usable, reuse, delay_ms=DEFAULT_REUSE_DELAY_MS):
     return round(usable / hold_seconds, 1)
 
 
-def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, margin=0.25):
+def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, margin=0.1):
     """Did TIME_WAIT reuse take effect during a churn run?
 
     True when a connection succeeded after the first EADDRNOTAVAIL (a TIME_WAIT
@@ -418,6 +418,8 @@ def churn_summary(raw, usable, reuse, delay_ms):
         "failures": raw["failures"],
         "seconds": round(elapsed, 3),
         "before_first_failure": raw["before_first_failure"],
+        "first_failure_at": (None if raw["first_failure_at"] is None
+                             else round(raw["first_failure_at"], 3)),
         "expected_before_first_failure": usable,
         "rate_per_s": round(raw["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
         "reuse_expected": reuse,

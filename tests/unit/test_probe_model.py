@@ -200,7 +200,7 @@ def test_reuse_verdict():
     assert reuse_verdict(None, 0, 1.5, 1000) is None        # never exhausted
     assert reuse_verdict(0.1, 1000, 1.5, 1000) is True
     assert reuse_verdict(0.1, 0, 1.5, 1000) is False
-    assert reuse_verdict(0.1, 0, 1.2, 1000) is None         # too short to tell
+    assert reuse_verdict(0.1, 0, 1.15, 1000) is None        # too short to tell
 
 
 # -- lab sysctls -----------------------------------------------------------
