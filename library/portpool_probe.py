@@ -199,9 +199,14 @@ probe:
       type: dict
       contains:
         established:
-          description: Connections established before the hold stopped.
+          description: Connections still holding their port when the hold stopped.
           type: int
           sample: 1000
+        lost:
+          description: Connections that succeeded but were reset while held (their port
+            went back to the pool, so they do not count); 0 on a healthy run.
+          type: int
+          sample: 0
         expected:
           description: Usable ports of the measured range (minus the listener's port if it
             had to lie inside).

@@ -25,6 +25,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import gc
 import json
 import os
 import resource
@@ -54,6 +55,7 @@ SIOCSIFADDR = 0x8916
 SIOCSIFNETMASK = 0x891C
 IFF_UP = 0x1
 LINGER_RESET = struct.pack("ii", 1, 0)
+TCP_CLOSE = 7
 # Seconds M allows the session beyond `timeout` + churn for set-up and teardown.
 SESSION_GRACE = 30
 
@@ -282,6 +284,23 @@ def hold_loop(destination, quota, deadline):
     return held, reason
 
 
+def count_alive(sockets):
+    """How many held sockets still own their port (TCP state other than CLOSE).
+
+    A connection the peer reset while held gives its port back to the pool,
+    so counting what connect() returned would overstate the pool.
+    """
+    alive = 0
+    for sock in sockets:
+        try:
+            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except OSError:
+            continue
+        if state != TCP_CLOSE:
+            alive += 1
+    return alive
+
+
 def release(sockets):
     """Close held sockets with a reset: no TIME_WAIT is left behind."""
     for sock in sockets:
@@ -440,8 +459,10 @@ def run_hold(plan, listeners, port, limits, workers_out):
 
     def body_for(quota):
         def body(report_fd, control_fd):
+            gc.disable()  # tens of thousands of socket objects, no cycles among them
             held, reason = hold_loop(hold_addr, quota, deadline)
-            _write_json(report_fd, {"count": len(held), "reason": reason})
+            _write_json(report_fd, {"count": count_alive(held), "opened": len(held),
+                                    "reason": reason})
             os.read(control_fd, 1)  # blocks until the session releases us
             release(held)
         return body
@@ -453,9 +474,11 @@ def run_hold(plan, listeners, port, limits, workers_out):
     seconds = time.monotonic() - start
     acceptor.drain()
     established = sum(worker["result"]["count"] for worker in workers_out)
+    opened = sum(worker["result"]["opened"] for worker in workers_out)
     reasons = [worker["result"]["reason"] for worker in workers_out]
     return acceptor, {
         "established": established,
+        "lost": opened - established,
         "stopped_by": combine_stop_reasons(reasons, established, plan["cap"]),
         "worker_reasons": reasons,
         "seconds": seconds,
