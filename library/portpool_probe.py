@@ -11,19 +11,19 @@ module: portpool_probe
 short_description: Measure a host's ephemeral-port pool the way the kernel really allocates it
 description:
   - Measures empirically what the sysctls only promise. It connects to one destination
-    until C(connect()) fails with C(EADDRNOTAVAIL), keeping every connection open, and
+    until C(connect) fails with C(EADDRNOTAVAIL), keeping every connection open, and
     compares the count with the size of C(net.ipv4.ip_local_port_range) minus the
     C(net.ipv4.ip_local_reserved_ports) inside it.
   - While that destination is exhausted it checks the three facts of the
     bind-before-connect trap; a connection to a second destination still succeeds (the pool
-    is per destination ip:port), C(bind()) to port 0 fails with C(EADDRINUSE), and
+    is per destination ip:port), C(bind) to port 0 fails with C(EADDRINUSE), and
     C(IP_BIND_ADDRESS_NO_PORT) + bind + connect succeeds.
   - It then churns (connect and close, client first) to a remote-like and to a loopback
     destination, and reports how many connections went through before the first failure,
     the rate achieved, whether TIME_WAIT reuse took effect, and the sustainable rate the
     model predicts (usable ports / 60 s, or usable ports / C(tcp_tw_reuse_delay) with reuse).
   - In C(mode=lab) (the default) nothing in the host's network namespace is touched. A
-    forked child calls C(unshare(CLONE_NEWNET)); the lab namespace is anonymous and dies with
+    forked child calls C(unshare) with C(CLONE_NEWNET); the lab namespace is anonymous and dies with
     that child, even when the module is killed with SIGKILL. The child brings C(lo) up, puts
     198.18.0.1/15 on it (198.18.0.0/15 destinations then behave as remote peers for
     C(tcp_tw_reuse=2)) and uses 127.0.0.5 as the loopback destination. It copies the host's
@@ -46,7 +46,7 @@ options:
         settings; the host's own pool is never touched. Needs root.
       - C(host) measures in the host's own network namespace against a loopback destination
         (the 2012 NANOG thread's experiment), for hosts where namespaces are unavailable.
-        While it runs, programs on the host that C(bind()) to port 0 may fail. It is bounded
+        While it runs, programs on the host that C(bind) to port 0 may fail. It is bounded
         by O(timeout) and O(max_connections), and checks when it finishes that no socket of
         its own is left in the host's namespace. Connections it churns stay in TIME_WAIT
         for 60 seconds towards its own loopback destination only.
@@ -112,7 +112,7 @@ notes:
   - Uses only the Python standard library on the target (ctypes for C(unshare) and C(prctl)
     on Python < 3.12, ioctls to configure C(lo)).
   - The listener the probe opens for itself uses a port outside the measured range (port 9
-    in the lab), because a port bound explicitly is skipped by connect()'s search.
+    in the lab), because a port bound explicitly is skipped by the search of C(connect).
 seealso:
   - name: NANOG thread, TCP time_wait and port exhaustion for servers (2012)
     description: The experiment the hold reproduces.
@@ -256,7 +256,7 @@ probe:
       type: bool
       sample: true
     bind_zero_blocked:
-      description: While exhausted, C(bind(("0.0.0.0", 0))) fails with EADDRINUSE (the
+      description: While exhausted, C(bind) to C(0.0.0.0) port 0 fails with EADDRINUSE (the
         bind-before-connect trap). Null when the pool was not exhausted.
       type: bool
       sample: true

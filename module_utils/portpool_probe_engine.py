@@ -55,7 +55,6 @@ SIOCSIFADDR = 0x8916
 SIOCSIFNETMASK = 0x891C
 IFF_UP = 0x1
 LINGER_RESET = struct.pack("ii", 1, 0)
-TCP_CLOSE = 7
 # Seconds M allows the session beyond `timeout` + churn for set-up and teardown.
 SESSION_GRACE = 30
 
@@ -285,18 +284,16 @@ def hold_loop(destination, quota, deadline):
 
 
 def count_alive(sockets):
-    """How many held sockets still own their port (TCP state other than CLOSE).
+    """How many held sockets still own their port (no pending reset).
 
     A connection the peer reset while held gives its port back to the pool,
-    so counting what connect() returned would overstate the pool.
+    so counting what connect() returned would overstate the pool. A reset
+    leaves ECONNRESET (EPIPE in CLOSE_WAIT) in SO_ERROR.
     """
     alive = 0
+    level, option = socket.SOL_SOCKET, socket.SO_ERROR
     for sock in sockets:
-        try:
-            state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-        except OSError:
-            continue
-        if state != TCP_CLOSE:
+        if not sock.getsockopt(level, option):
             alive += 1
     return alive
 
