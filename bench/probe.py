@@ -12,8 +12,10 @@ The module's own work is timed apart from Ansible's start-up: the AnsiballZ
 payload is kept (ANSIBLE_KEEP_REMOTE_FILES=1), exploded, and run with
 `execute` and scope=full, churn_seconds=0. Module and baseline alternate in one
 run; the medians of the ratios module/baseline are printed for a 10,000-port
-range and for the default range, both for the whole process (interpreter and
-namespace set-up included) and for the hold alone. The wall time of a whole
+range and for the default range: for the hold alone (each side times its own
+hold), for the whole process (interpreter and namespace set-up included), and
+for the CPU time of the whole process (steadier than wall time on a shared
+machine). The wall time of a whole
 `ansible localhost -m portpool_probe` task with scope=quick is printed last.
 """
 
@@ -195,28 +197,33 @@ def _in_namespace(port_range, command, lab=False):
     return ["unshare", "--net", "sh", "-c", "\n".join(lines), "sh", *command]
 
 
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_module(payload, port_range):
-    start = time.monotonic()
+    start, cpu = time.monotonic(), _children_cpu()
     done = subprocess.run(_in_namespace(port_range, [sys.executable, str(payload), "execute"]),
                           capture_output=True, text=True, check=False, env=_env())
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, _children_cpu() - cpu
     text = done.stdout
     result = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
     if result.get("failed"):
         raise SystemExit("module failed: %s" % result.get("msg"))
     hold = result["probe"]["hold"]
-    return wall, hold["seconds"], hold["established"], hold["workers"]
+    return wall, hold["seconds"], hold["established"], hold["workers"], cpu
 
 
 def run_baseline(binary, port_range, workers, quota):
-    start = time.monotonic()
+    start, cpu = time.monotonic(), _children_cpu()
     done = subprocess.run(
         _in_namespace(port_range, [str(binary), "198.18.0.2", "9", str(workers), str(quota)],
                       lab=True),
         capture_output=True, text=True, check=True)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, _children_cpu() - cpu
     result = json.loads(done.stdout)
-    return wall, result["seconds"], result["established"]
+    return wall, result["seconds"], result["established"], cpu
 
 
 def quick_task_wall(rounds):
@@ -246,7 +253,7 @@ def main(argv=None):
             pool = high - low + 1
             per_worker = max(1, fd_limit - FD_RESERVE)
             workers = -(-pool // per_worker)
-            wall_ratios, hold_ratios = [], []
+            wall_ratios, hold_ratios, cpu_ratios = [], [], []
             for index in range(rounds):
                 order = ("module", "baseline") if index % 2 == 0 else ("baseline", "module")
                 runs = {}
@@ -255,22 +262,24 @@ def main(argv=None):
                         runs[which] = run_module(payload, port_range)
                     else:
                         runs[which] = run_baseline(binary, port_range, workers, per_worker)
-                m_wall, m_hold, m_count, m_workers = runs["module"]
-                b_wall, b_hold, b_count = runs["baseline"]
+                m_wall, m_hold, m_count, m_workers, m_cpu = runs["module"]
+                b_wall, b_hold, b_count, b_cpu = runs["baseline"]
                 if m_count != pool or b_count != pool or m_workers != workers:
                     print("  mismatch: module %d (%d workers), baseline %d, pool %d"
                           % (m_count, m_workers, b_count, pool))
                     status = 1
                 wall_ratios.append(m_wall / b_wall)
                 hold_ratios.append(m_hold / b_hold)
-                print("  %-7s round %d: module %.2f s (hold %.2f s), baseline %.2f s"
-                      " (hold %.2f s), %d ports, %d worker(s)"
-                      % (name, index + 1, m_wall, m_hold, b_wall, b_hold, pool, workers),
-                      flush=True)
-            print("probe full %-7s (%d ports): median ratio module/baseline %.2fx whole run,"
-                  " %.2fx hold only (%d rounds)"
-                  % (name, pool, statistics.median(wall_ratios),
-                     statistics.median(hold_ratios), rounds), flush=True)
+                cpu_ratios.append(m_cpu / b_cpu)
+                print("  %-7s round %d: module %.2f s (hold %.2f s, cpu %.2f s), baseline %.2f s"
+                      " (hold %.2f s, cpu %.2f s), %d ports, %d worker(s)"
+                      % (name, index + 1, m_wall, m_hold, m_cpu, b_wall, b_hold, b_cpu, pool,
+                         workers), flush=True)
+            print("probe full %-7s (%d ports): median ratio module/baseline %.2fx hold only,"
+                  " %.2fx whole run, %.2fx cpu time (%d rounds)"
+                  % (name, pool, statistics.median(hold_ratios),
+                     statistics.median(wall_ratios), statistics.median(cpu_ratios), rounds),
+                  flush=True)
         times = quick_task_wall(rounds)
         print("probe quick: `ansible localhost -m portpool_probe -a scope=quick` median wall"
               " %.2f s (%d runs)" % (statistics.median(times), rounds), flush=True)

@@ -216,6 +216,17 @@ def test_host_mode_on_loopback_restores_the_socket_count():
     assert loopback["reuse_effective"] is True
 
 
+def test_timeout_stops_the_hold():
+    sysctls = {"net.ipv4.ip_local_port_range": "32768 52767"}
+    result = _ok(probe("scope=full churn_seconds=0 timeout=1", sysctls))
+    hold = result["hold"]
+    assert hold["stopped_by"] == "timeout"
+    assert 0 < hold["established"] < 20000
+    assert hold["seconds"] < 5
+    assert result["matches_expected"] is False
+    assert result["per_destination"] is None
+
+
 def test_bad_options_fail_with_a_clear_message():
     sysctls = {"net.ipv4.ip_local_port_range": "40000 40999"}
     result = probe("sample_ports=5000 timeout=-1", sysctls)
