@@ -379,6 +379,14 @@ def _fork_worker(session_pid, body, close_fds):
             "result": None}
 
 
+def _poll(fds, timeout):
+    """Readable (or hung-up) descriptors among fds; poll() has no FD_SETSIZE limit."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))]
+
+
 def _wait_reports(workers, acceptor, deadline):
     """Run the listener until every worker has reported (or the deadline)."""
     by_fd = {worker["report"]: worker for worker in workers}
@@ -389,7 +397,7 @@ def _wait_reports(workers, acceptor, deadline):
             raise ProbeError("workers did not report before the deadline")
         open_reports = [fd for fd, worker in by_fd.items() if worker["result"] is None]
         timeout = min(remaining, 0.02 if acceptor.pending else 1.0)
-        ready, _, _ = select.select(listen_fds + open_reports, [], [], timeout)
+        ready = _poll(listen_fds + open_reports, timeout)
         acceptor.drain()
         for fd in ready:
             if fd not in by_fd:
@@ -651,7 +659,7 @@ def run_probe(plan):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProbeError("the probe did not finish within %d s" % budget)
-            ready, _, _ = select.select([result_r], [], [], remaining)
+            ready = _poll([result_r], remaining)
             if not ready:
                 continue
             chunk = os.read(result_r, 65536)
