@@ -291,7 +291,9 @@ probe:
               sample: 1.5
             before_first_failure:
               description: Connections before the first EADDRNOTAVAIL; null when the run never
-                used the measured range up.
+                used the measured range up. Where TIME_WAIT reuse applies, a churn slower than
+                usable ports / reuse delay gets ports back before it runs out, so this can be
+                null or above the pool; a small O(sample_ports) keeps it exact.
               type: int
               sample: 1000
             first_failure_at:
