@@ -20,6 +20,7 @@ of those processes, so the kernel closes them all.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import ctypes
 import errno
@@ -55,6 +56,8 @@ SIOCSIFADDR = 0x8916
 SIOCSIFNETMASK = 0x891C
 IFF_UP = 0x1
 LINGER_RESET = struct.pack("ii", 1, 0)
+# The hold's listener accepts in batches, this many seconds apart.
+HOLD_ACCEPT_PAUSE = 0.005
 # Seconds M allows the session beyond `timeout` + churn for set-up and teardown.
 SESSION_GRACE = 30
 
@@ -260,7 +263,7 @@ def hold_loop(destination, quota, deadline):
     (sockets, reason); reason is EADDRNOTAVAIL, EMFILE, timeout or quota."""
     held = []
     append = held.append
-    new_socket = socket.socket
+    new_socket = _socket.socket  # the C type: no Python-level __init__ per connection
     monotonic = time.monotonic
     count = 0
     reason = "quota"
@@ -387,8 +390,12 @@ def _poll(fds, timeout):
     return [fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))]
 
 
-def _wait_reports(workers, acceptor, deadline):
-    """Run the listener until every worker has reported (or the deadline)."""
+def _wait_reports(workers, acceptor, deadline, pause=0.0):
+    """Run the listener until every worker has reported (or the deadline).
+
+    With `pause`, the listener sleeps that long after each round of accepts, so
+    it takes connections in batches instead of waking up for every one (the
+    accept queue holds them meanwhile)."""
     by_fd = {worker["report"]: worker for worker in workers}
     listen_fds = [sock.fileno() for sock in acceptor.listeners]
     while any(worker["result"] is None for worker in by_fd.values()):
@@ -399,6 +406,8 @@ def _wait_reports(workers, acceptor, deadline):
         timeout = min(remaining, 0.02 if acceptor.pending else 1.0)
         ready = _poll(listen_fds + open_reports, timeout)
         acceptor.drain()
+        if pause:
+            time.sleep(pause)
         for fd in ready:
             if fd not in by_fd:
                 continue
@@ -475,7 +484,7 @@ def run_hold(plan, listeners, port, limits, workers_out):
     start = time.monotonic()
     for quota in quotas:
         workers_out.append(_fork_worker(session_pid, body_for(quota), listen_fds))
-    _wait_reports(workers_out, acceptor, deadline + 10)
+    _wait_reports(workers_out, acceptor, deadline + 10, pause=HOLD_ACCEPT_PAUSE)
     seconds = time.monotonic() - start
     acceptor.drain()
     established = sum(worker["result"]["count"] for worker in workers_out)
