@@ -456,6 +456,8 @@ def main():
         raw = run_probe(plan)
     except (ProbeError, Terminated) as exc:
         module.fail_json(msg=str(exc))
+    except Exception as exc:  # run_probe has already reaped its children
+        module.fail_json(msg="the probe failed: %s: %s" % (type(exc).__name__, exc))
     module.exit_json(changed=False, probe=build_result(plan, raw))
 
 
