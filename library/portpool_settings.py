@@ -86,6 +86,13 @@ options:
     description: Where the previous values are saved before the first change (created 0700).
     type: path
     default: /var/lib/portpool
+  restore:
+    description:
+      - For O(mode=rollback). Restore these C(runtime) values (dotted names) and this C(file)
+        content (null for absent), as returned by O(mode=apply) under RV(before), instead of
+        the saved state; the saved state is kept. Used to undo one run that failed
+        verification without undoing earlier runs.
+    type: dict
   expected:
     description:
       - For O(mode=verify). The runtime values (dotted names) and C(file) content that should
@@ -202,6 +209,10 @@ state_saved:
   description: Whether this run saved or extended the saved state.
   returned: mode apply
   type: bool
+state_created:
+  description: Whether this run saved the state for the first time (the host was untouched).
+  returned: mode apply
+  type: bool
 saved_at:
   description: "O(mode=rollback): when the restored state was saved (UTC, ISO 8601)."
   returned: mode rollback, when there was a state
@@ -272,6 +283,7 @@ def get_argument_spec():
         sysctl_dir=dict(type="path", default="/etc/sysctl.d"),
         state_dir=dict(type="path", default="/var/lib/portpool"),
         expected=dict(type="dict", default={}),
+        restore=dict(type="dict"),
     )
 
 
@@ -589,6 +601,7 @@ def run_apply(params, paths, check_mode=False, mover=os.replace, now=utc_now):
     result = planned_result(decided, paths)
     result["warnings"] = decided["warnings"]
     result["state_saved"] = False
+    result["state_created"] = False
     changing = bool(decided["changes"] or decided["file_changed"])
     result["changed"] = changing
     if not changing or check_mode:
@@ -607,6 +620,7 @@ def run_apply(params, paths, check_mode=False, mover=os.replace, now=utc_now):
         write_atomic(state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(),
                      0o600, mover)
         result["state_saved"] = True
+        result["state_created"] = fresh
     runtime_new = {key: decided["target"][key] for key in decided["changes"]}
     try:
         transact(paths, runtime_new, decided["current"], file_new=decided["file_new"],
@@ -653,36 +667,47 @@ def run_verify(params, paths):
 
 def run_rollback(params, paths, check_mode=False, mover=os.replace):
     state_path = paths.real(paths.state)
-    state = load_state(state_path)
     result = {"changed": False, "file": paths.file, "state_file": paths.state,
               "changed_keys": [], "file_changed": False}
-    if state is None:
-        result["msg"] = "no saved state in %s: nothing to roll back" % paths.state_dir
-        result["before"] = result["after"] = {"runtime": {}, "file": None}
-        return result
-    if state.get("file") != paths.file:
-        raise TuneError("the saved state is for %s, not %s; set portpool_tune_file_name to "
-                        "match" % (state.get("file"), paths.file))
-    saved_runtime = state["runtime"]
+    restore = params.get("restore")
+    if restore is not None:
+        state = None
+        saved_runtime = {key: value for key, value in (restore.get("runtime") or {}).items()
+                         if value is not None}
+        text = restore.get("file")
+        file_saved = None if text is None else text.encode("utf-8")
+        saved_mode = FILE_MODE
+    else:
+        state = load_state(state_path)
+        if state is None:
+            result["msg"] = "no saved state in %s: nothing to roll back" % paths.state_dir
+            result["before"] = result["after"] = {"runtime": {}, "file": None}
+            return result
+        if state.get("file") != paths.file:
+            raise TuneError("the saved state is for %s, not %s; set portpool_tune_file_name to "
+                            "match" % (state.get("file"), paths.file))
+        saved_runtime = state["runtime"]
+        b64 = state.get("file_content_b64")
+        file_saved = None if b64 is None else base64.b64decode(b64)
+        saved_mode = state.get("file_mode") or FILE_MODE
+        result["saved_at"] = state.get("saved_at")
     for key in saved_runtime:
         if key not in DOTTED_TO_SHORT:
-            raise TuneError("saved state names %r, which portpool does not manage" % key)
+            raise TuneError("the values to restore name %r, which portpool does not manage"
+                            % key)
     current = read_runtime(list(saved_runtime), paths.proc_sys)
     file_old, file_old_mode = read_bytes(paths.real(paths.file))
-    b64 = state.get("file_content_b64")
-    file_saved = None if b64 is None else base64.b64decode(b64)
-    saved_mode = state.get("file_mode") or FILE_MODE
     changes = {key: value for key, value in saved_runtime.items()
                if normalise_value(current.get(key)) != normalise_value(value)}
     file_changed = file_saved != file_old or (
         file_saved is not None and file_old_mode != saved_mode)
     result.update(
-        changed=True, saved_at=state.get("saved_at"), changed_keys=list(changes),
-        file_changed=file_changed,
+        changed=bool(state is not None or changes or file_changed),
+        changed_keys=list(changes), file_changed=file_changed,
         before={"runtime": current, "file": as_text(file_old)},
         after={"runtime": dict(saved_runtime), "file": as_text(file_saved)})
     with_diff(result, paths)
-    if check_mode:
+    if check_mode or not result["changed"]:
         return result
     for key in changes:
         if not writable(key, paths.proc_sys):
@@ -690,8 +715,11 @@ def run_rollback(params, paths, check_mode=False, mover=os.replace):
                             "/proc/sys, or no become)" % key)
     transact(paths, changes, current, file_new=file_saved, file_new_mode=saved_mode,
              file_old=file_old, file_old_mode=file_old_mode, mover=mover)
-    os.replace(state_path, paths.real(paths.retired))
-    result["msg"] = "restored the values saved at %s" % state.get("saved_at")
+    if state is not None:
+        os.replace(state_path, paths.real(paths.retired))
+        result["msg"] = "restored the values saved at %s" % state.get("saved_at")
+    else:
+        result["msg"] = "restored the values found before this run"
     return result
 
 
@@ -719,8 +747,9 @@ def main():
     if not module._diff:
         result.pop("diff", None)
     warnings = result.pop("warnings", [])
+    node = os.uname().nodename
     for warning in warnings:
-        module.warn(warning)
+        module.warn("%s: %s" % (node, warning))
     if result.get("failed"):
         module.fail_json(**result)
     module.exit_json(**result)
