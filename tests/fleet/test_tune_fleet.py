@@ -70,7 +70,7 @@ def recap(output):
 
 def run(fleet, playbook, *args, **settings):
     extra = {"portpool_tune_settings": settings.pop("settings", DESIRED),
-             "portpool_tune_serial": [1, "100%"]}
+             "portpool_tune_serial": ["100%"]}
     extra.update(settings)
     result = fleet.playbook(playbook, *args, extra_vars=extra)
     return result, result.stdout + result.stderr
@@ -83,7 +83,8 @@ BAD = [
     ({"ip_local_port_range": "30000 70000"}, "portpool_tune_settings.ip_local_port_range high"),
     ({"tcp_tw_reuse": 3}, "portpool_tune_settings.tcp_tw_reuse must be between 0 and 2"),
     ({"tcp_tw_recycle": 1}, "portpool_tune_settings.tcp_tw_recycle is refused"),
-    ({"ip_local_port_range": "30000 50999; rm -rf /"}, "portpool_tune_settings.ip_local_port_range"),
+    ({"ip_local_port_range": "30000 50999; rm -rf /"},
+     "portpool_tune_settings.ip_local_port_range"),
     ({"tcp_tw_reuse": "; rm -rf /"}, "portpool_tune_settings.tcp_tw_reuse must be an integer"),
     ({"ip_local_port_range": ""}, "portpool_tune_settings.ip_local_port_range is empty"),
 ]
