@@ -590,7 +590,7 @@ def run_preflight(params, paths):
     result.update(changed=False, input_errors=decided["input_errors"],
                   host_errors=decided["host_errors"], warnings=decided["warnings"],
                   would_change=bool(decided["changes"] or decided["file_changed"]))
-    return with_diff(result, paths)
+    return result
 
 
 def run_apply(params, paths, check_mode=False, mover=os.replace, now=utc_now):

@@ -25,7 +25,8 @@ FILE = "60-portpool.conf"
 def fleet():
     specs = [
         HostSpec("h01", sysctls={"net.ipv4.ip_local_port_range": "40000 40999"},
-                 groups=("proxies",)),
+                 groups=("proxies",),
+                 hostvars={"portpool_tune_host_settings": {"tcp_max_tw_buckets": 300000}}),
         HostSpec("h02", listeners=(45000,), sysctl_d={"99-late.conf": LATE},
                  groups=("proxies",)),
         HostSpec("h03", become=True, sysctls={"net.ipv4.tcp_tw_reuse": "0"},
@@ -121,7 +122,11 @@ def test_check_apply_repeat_and_rollback(fleet):
     for name in fleet.hosts:
         assert fleet.sysctl(name, "net.ipv4.ip_local_port_range") == "30000 50999"
         assert fleet.sysctl(name, "net.ipv4.tcp_tw_reuse") == "1"
-        assert fleet.sysctl(name, "net.ipv4.tcp_max_tw_buckets") == "262144"
+        # The host layer wins over the group layer, key by key.
+        buckets = "300000" if name == "h01" else "262144"
+        assert fleet.sysctl(name, "net.ipv4.tcp_max_tw_buckets") == buckets
+        assert "net.ipv4.tcp_max_tw_buckets = %s\n" % buckets in (
+            fleet.hosts[name].sysctl_d / FILE).read_text()
         content = (fleet.hosts[name].sysctl_d / FILE).read_text()
         assert content.startswith("# Written by portpool")
         assert "net.ipv4.ip_local_port_range = 30000 50999\n" in content
