@@ -747,9 +747,10 @@ def main():
     if not module._diff:
         result.pop("diff", None)
     warnings = result.pop("warnings", [])
-    node = os.uname().nodename
+    # Ansible prints warnings without the host: say which one (validate names its own).
+    prefix = "" if mode == "validate" else os.uname().nodename + ": "
     for warning in warnings:
-        module.warn("%s: %s" % (node, warning))
+        module.warn(prefix + warning)
     if result.get("failed"):
         module.fail_json(**result)
     module.exit_json(**result)
