@@ -1,0 +1,510 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: portpool_facts
+short_description: Ephemeral-port pool settings, where they come from, and live port pressure
+description:
+  - Collects in one call everything needed to judge a host's ephemeral-port pool, and
+    returns it as C(ansible_facts.portpool).
+  - The sysctl settings that shape the pool, typed and whitespace-normalised; a key the
+    running kernel lacks is V(null), never an error.
+  - The value of each setting that would win at boot, following systemd-sysctl's order
+    (C(/etc/sysctl.d), C(/run/sysctl.d), C(/usr/local/lib/sysctl.d), C(/usr/lib/sysctl.d),
+    C(/lib/sysctl.d), then C(/etc/sysctl.conf)), every other file that sets it, and the
+    keys whose runtime value differs from it.
+  - TCP socket counts per state, and the outgoing connections (local port inside the
+    ephemeral range) grouped per destination address and port against the
+    per-destination pool. Socket data comes from the kernel's NETLINK_SOCK_DIAG
+    interface (what C(ss) uses) with the states filtered in the kernel, and from
+    C(/proc/net/tcp) and C(/proc/net/tcp6) where netlink is unavailable.
+  - Listening sockets whose port lies inside the ephemeral range, and the descriptor
+    limits of named processes or systemd units.
+  - Read-only. A missing or unreadable C(/proc) file gives V(null) and a warning, never
+    a failure.
+  - Needs only the Python standard library on the target. Run it as root to see every
+    process's descriptors; sockets and sysctls are readable by any user.
+version_added: "0.1.0"
+author:
+  - portpool contributors
+options:
+  processes:
+    description:
+      - Process names (as in C(/proc/PID/comm), at most 15 characters are compared) or
+        systemd units (names ending in C(.service), C(.scope), C(.socket) or C(.slice))
+        whose descriptor limits to report under C(limits.processes).
+      - A unit's main pid comes from C(systemctl show -p MainPID) when systemd runs,
+        else from the unit's cgroup under C(/sys/fs/cgroup).
+    type: list
+    elements: str
+    default: []
+  destinations_top:
+    description:
+      - How many destinations to return, busiest first. The number of destinations in
+        all is returned as well.
+    type: int
+    default: 20
+  config_root:
+    description:
+      - Directory the sysctl configuration paths (C(/etc/sysctl.d) and the others) are
+        read under. Meant for tests and for auditing a mounted image.
+    type: path
+    default: /
+  proc_root:
+    description:
+      - Where procfs is mounted. Meant for tests with fixture trees; a value other than
+        C(/proc) implies O(socket_source=proc).
+    type: path
+    default: /proc
+  socket_source:
+    description:
+      - Where socket data comes from. V(auto) uses netlink sock_diag and falls back to
+        C(/proc/net/tcp) and C(/proc/net/tcp6) when netlink is unavailable.
+    type: str
+    choices: [auto, netlink, proc]
+    default: auto
+attributes:
+  check_mode:
+    support: full
+    description: Only reads; check mode returns the same facts.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+notes:
+  - Outgoing connections are told apart from incoming ones by their local port, the
+    way the kernel picks ports for anonymous C(connect()). A socket whose local port
+    has a listener is taken as incoming even when the port lies inside the range.
+  - Each destination's C(utilisation) is its sockets divided by the usable ports of
+    the range (range minus reserved ports), because the kernel's pool is per
+    destination address and port.
+  - C(/etc/sysctl.conf) is read last, as C(sysctl --system) does; distributions whose
+    systemd reads it through an C(/etc/sysctl.d/99-sysctl.conf) symlink get it once, in
+    that place.
+seealso:
+  - name: sysctl.d(5)
+    description: File precedence systemd-sysctl applies at boot.
+    link: https://www.freedesktop.org/software/systemd/man/latest/sysctl.d.html
+  - name: sock_diag(7)
+    description: The netlink interface the socket data comes from.
+    link: https://man7.org/linux/man-pages/man7/sock_diag.7.html
+"""
+
+EXAMPLES = r"""
+- name: Gather the port-pool facts
+  portpool_facts:
+
+- name: Show the five busiest destinations
+  ansible.builtin.debug:
+    var: ansible_facts.portpool.destinations.top[:5]
+
+- name: Also report the descriptor limits of nginx and the haproxy unit
+  portpool_facts:
+    processes:
+      - nginx
+      - haproxy.service
+    destinations_top: 50
+
+- name: Read the sysctl.d tree of a mounted image instead of the running system's
+  portpool_facts:
+    config_root: /mnt/image
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts to add to ansible_facts.
+  returned: always
+  type: complex
+  contains:
+    portpool:
+      description: Everything portpool knows about the host's ephemeral-port pool.
+      returned: always
+      type: complex
+      contains:
+        sysctl:
+          description:
+            - Runtime values, typed. V(null) when the kernel lacks the key or it cannot
+              be read (then with a warning).
+            - C(ip_local_port_range) is V([low, high]); C(ip_local_reserved_ports) a
+              sorted, merged list of V([low, high]); the others integers.
+            - C(somaxconn) is C(net.core.somaxconn), C(nr_open) C(fs.nr_open),
+              C(file_max) C(fs.file-max); the rest are C(net.ipv4.*).
+          returned: always
+          type: dict
+          sample:
+            ip_local_port_range: [32768, 60999]
+            ip_local_reserved_ports: [[8080, 8080]]
+            ip_unprivileged_port_start: 1024
+            tcp_tw_reuse: 2
+            tcp_tw_reuse_delay: 1000
+            tcp_timestamps: 1
+            tcp_max_tw_buckets: 262144
+            tcp_fin_timeout: 60
+            tcp_tw_recycle: null
+            somaxconn: 4096
+            nr_open: 1073741816
+            file_max: 9223372036854775807
+        kernel:
+          description: Kernel release and its parsed version V([major, minor, patch]).
+          returned: always
+          type: dict
+          sample: {release: 6.18.0-1-amd64, version: [6, 18, 0]}
+        ephemeral:
+          description:
+            - The per-destination pool, from the range and the reserved ports. V(null)
+              when the range cannot be read.
+            - Keys C(low), C(high), C(size), C(reserved_in_range), C(usable).
+          returned: always
+          type: dict
+          sample: {low: 32768, high: 60999, size: 28232, reserved_in_range: 0, usable: 28232}
+        persisted:
+          description:
+            - What would be applied at boot. C(keys) maps each dotted sysctl name to
+              V(null) (nothing sets it) or to C(value), C(file), C(line),
+              C(ignore_errors) (the C(-) prefix), C(glob) (the pattern that matched, or
+              V(null)) and C(also) (every other assignment as C(file), C(line),
+              C(value), in reading order).
+            - C(files) lists the files read in order, C(masked) the C(/dev/null)
+              symlinks, C(root) the O(config_root) used.
+            - C(drift) maps each key whose runtime value differs from the winning one
+              to C(runtime), C(persisted) and C(file); values are compared typed, so
+              whitespace differences are not drift.
+          returned: always
+          type: dict
+          sample:
+            root: /
+            files: [/etc/sysctl.d/50-pool.conf, /etc/sysctl.conf]
+            masked: []
+            keys:
+              net.ipv4.ip_local_port_range:
+                value: 1024 65000
+                file: /etc/sysctl.d/50-pool.conf
+                line: 3
+                ignore_errors: false
+                glob: null
+                also: [{file: /etc/sysctl.d/10-base.conf, line: 1, value: 32768 60999}]
+            drift:
+              net.ipv4.ip_local_port_range:
+                runtime: 32768 60999
+                persisted: 1024 65000
+                file: /etc/sysctl.d/50-pool.conf
+        sockets:
+          description:
+            - TCP sockets per state for C(ipv4), C(ipv6) and their C(total) (state
+              names as C(ss) spells them, lower case with underscores; request
+              sockets count as C(syn_recv)), C(time_wait) (IPv4 and IPv6), the
+              C(TCPTimeWaitOverflow) counter from C(/proc/net/netstat) (V(null) when
+              unreadable) and C(source) (V(netlink) or V(proc)).
+            - V(null) when neither netlink nor C(/proc/net/tcp) can be read.
+          returned: always
+          type: dict
+          sample:
+            source: netlink
+            time_wait: 12
+            TCPTimeWaitOverflow: 0
+            total: {established: 4, syn_sent: 0, syn_recv: 0, fin_wait1: 0, fin_wait2: 0,
+                    time_wait: 12, close: 0, close_wait: 0, last_ack: 0, listen: 3,
+                    closing: 0}
+            ipv4: {established: 4, time_wait: 12, listen: 2}
+            ipv6: {established: 0, time_wait: 0, listen: 1}
+        destinations:
+          description:
+            - Outgoing connections (local port inside the ephemeral range, no listener
+              on it) grouped by remote C(address) and C(port). C(top) holds the
+              O(destinations_top) busiest by C(total), each with C(time_wait),
+              C(established), C(total) (sockets in any state but LISTEN and CLOSE)
+              and C(utilisation) (C(total) / C(ephemeral.usable)). C(count) is the
+              number of destinations in all.
+            - V(null) when sockets or the range cannot be read.
+          returned: always
+          type: dict
+          sample:
+            count: 2
+            top:
+              - {address: 198.18.0.2, port: 443, time_wait: 20000, established: 12,
+                 total: 20012, utilisation: 0.7088}
+              - {address: "2001:db8::1", port: 80, time_wait: 3, established: 0,
+                 total: 3, utilisation: 0.0001}
+        listeners_in_range:
+          description:
+            - Listening sockets whose port lies inside the ephemeral range, with
+              C(address), C(port), C(family) and C(reserved) (the port is in
+              C(ip_local_reserved_ports)). An unreserved one may fail to bind after a
+              restart while outgoing connections hold its port. V(null) when sockets
+              or the range cannot be read.
+          returned: always
+          type: list
+          elements: dict
+          sample: [{address: 0.0.0.0, port: 40500, family: ipv4, reserved: false}]
+        limits:
+          description:
+            - C(nofile) is this module's own RLIMIT_NOFILE as C(soft) and C(hard).
+            - C(processes) has one entry per running process found for each
+              O(processes) name (a unit gives its main pid), with C(name), C(kind)
+              (V(process) or V(unit)), C(pid), C(open_fds) and C(max_open_files)
+              (C(soft), C(hard) from C(/proc/PID/limits); V(unlimited) where so). A
+              name with no running process gives one entry with C(pid) V(null). Values
+              that cannot be read are V(null), with a warning.
+          returned: always
+          type: dict
+          sample:
+            nofile: {soft: 1024, hard: 524288}
+            processes:
+              - {name: nginx, kind: process, pid: 812, open_fds: 37,
+                 max_open_files: {soft: 1024, hard: 524288}}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.portpool_limits import (
+    describe_pid,
+    is_unit,
+    main_pid_from_cgroup,
+    own_nofile,
+    pids_by_comm,
+    unit_cgroup_pids,
+)
+from ansible.module_utils.portpool_persisted import find_drift, read_persisted
+from ansible.module_utils.portpool_sockdiag import (
+    ALL_STATES,
+    LISTEN,
+    TIME_WAIT,
+    NetlinkUnavailable,
+    SocketTally,
+    merge_tally,
+    netlink_tally,
+    netlink_timewait_into,
+    parse_netstat_counter,
+    proc_tally,
+    state_counts,
+    summarise_destinations,
+    summarise_listeners,
+)
+from ansible.module_utils.portpool_sysctl import (
+    KNOWN_KEYS,
+    parse_int,
+    parse_kernel_version,
+    parse_port_range,
+    parse_reserved_ports,
+    pool_size,
+    read_sysctl,
+)
+
+# Fact name for each dotted key: the leaf, with `file-max` made a valid identifier.
+FACT_NAMES = {key: key.rsplit(".", 1)[1].replace("-", "_") for key in KNOWN_KEYS}
+
+
+def get_argument_spec():
+    return {
+        "processes": {"type": "list", "elements": "str", "default": []},
+        "destinations_top": {"type": "int", "default": 20},
+        "config_root": {"type": "path", "default": "/"},
+        "proc_root": {"type": "path", "default": "/proc"},
+        "socket_source": {"type": "str", "choices": ["auto", "netlink", "proc"],
+                          "default": "auto"},
+    }
+
+
+def read_runtime(proc_root="/proc"):
+    """Normalised runtime text of every known key (None: absent), and warnings."""
+    runtime = {}
+    warnings = []
+    sys_root = os.path.join(proc_root, "sys")
+    for key in KNOWN_KEYS:
+        try:
+            runtime[key] = read_sysctl(key, sys_root)
+        except OSError as exc:
+            runtime[key] = None
+            warnings.append("cannot read sysctl %s: %s" % (key, exc.strerror or exc))
+    return runtime, warnings
+
+
+def type_sysctls(runtime):
+    """Typed sysctl facts from normalised runtime text; unparsable values become None."""
+    typed = {}
+    warnings = []
+    for key in KNOWN_KEYS:
+        text = runtime.get(key)
+        value = None
+        if text is not None:
+            try:
+                if key.endswith("ip_local_port_range"):
+                    value = list(parse_port_range(text))
+                elif key.endswith("ip_local_reserved_ports"):
+                    value = parse_reserved_ports(text)
+                else:
+                    value = parse_int(text, key)
+            except ValueError as exc:
+                warnings.append("sysctl %s: %s" % (key, exc))
+        typed[FACT_NAMES[key]] = value
+    return typed, warnings
+
+
+def kernel_facts(proc_root="/proc"):
+    """Kernel release and parsed version, from procfs or uname()."""
+    release = None
+    try:
+        release = read_sysctl("kernel.osrelease", os.path.join(proc_root, "sys"))
+    except OSError:
+        release = None
+    if release is None:
+        release = os.uname().release
+    return {"release": release, "version": parse_kernel_version(release)}
+
+
+def collect_sockets(low, high, source="auto", proc_root="/proc"):
+    """Socket tally from netlink or /proc; and warnings.
+
+    Netlink asks three times, each with the states filtered in the kernel:
+    LISTEN, then every other state but TIME_WAIT, then TIME_WAIT alone through
+    the fast fixed-record path (TIME_WAIT is where the numbers are).
+
+    Listening ports are excluded from the outgoing-port table before the
+    connection dump, so accepted connections to a listener inside the range are
+    not counted as outgoing ones.
+    """
+    warnings = []
+    if source in ("auto", "netlink"):
+        try:
+            listeners = netlink_tally(SocketTally(), 1 << LISTEN)
+            ports = {port for _family, _raw, port in listeners.listeners}
+            connections = netlink_tally(
+                SocketTally(low, high, exclude_ports=ports),
+                ALL_STATES & ~((1 << LISTEN) | (1 << TIME_WAIT)))
+            netlink_timewait_into(connections)
+            merge_tally(connections, listeners)
+            return connections, "netlink", warnings
+        except NetlinkUnavailable as exc:
+            if source == "netlink":
+                raise
+            warnings.append("netlink sock_diag unavailable (%s); reading /proc/net/tcp" % exc)
+    tally = SocketTally(low, high)
+    warnings.extend(proc_tally(tally, proc_root))
+    if not tally.tables:
+        return None, None, warnings
+    return tally, "proc", warnings
+
+
+def read_netstat_counter(name, proc_root="/proc"):
+    path = os.path.join(proc_root, "net", "netstat")
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return parse_netstat_counter(handle.read(), name), []
+    except OSError as exc:
+        return None, ["cannot read %s: %s" % (path, exc.strerror or exc)]
+
+
+def find_process_pids(module, name, proc_root):
+    """(kind, [pids]) for a process name or systemd unit."""
+    if not is_unit(name):
+        return "process", pids_by_comm(name, proc_root)
+    systemctl = module.get_bin_path("systemctl") if proc_root == "/proc" else None
+    if systemctl and os.path.isdir("/run/systemd/system"):
+        rc, out, _err = module.run_command(
+            [systemctl, "show", "--property", "MainPID", "--value", name],
+            environ_update={"LANG": "C", "LC_ALL": "C"})
+        if rc == 0 and out.strip().isdigit():
+            pid = int(out.strip())
+            return "unit", [pid] if pid else []
+    pids = unit_cgroup_pids(name)
+    if not pids:
+        return "unit", []
+    main = main_pid_from_cgroup(pids, proc_root)
+    return "unit", [main] if main else []
+
+
+def limits_facts(module, names, proc_root):
+    warnings = []
+    processes = []
+    for name in names:
+        kind, pids = find_process_pids(module, name, proc_root)
+        for pid in pids or [None]:
+            entry, more = describe_pid(name, kind, pid, proc_root)
+            processes.append(entry)
+            warnings.extend(more)
+    return {"nofile": own_nofile(), "processes": processes}, warnings
+
+
+def gather(module, params):
+    """Every fact; returns (facts, warnings). I/O is behind the helpers it calls."""
+    proc_root = params["proc_root"]
+    warnings = []
+    runtime, more = read_runtime(proc_root)
+    warnings.extend(more)
+    sysctl, more = type_sysctls(runtime)
+    warnings.extend(more)
+
+    ephemeral = None
+    reserved = sysctl["ip_local_reserved_ports"] or []
+    if sysctl["ip_local_port_range"] is not None:
+        low, high = sysctl["ip_local_port_range"]
+        ephemeral = pool_size(low, high, reserved)
+    else:
+        warnings.append("ip_local_port_range unknown: no ephemeral pool, destinations "
+                        "or listeners_in_range")
+
+    persisted, more = read_persisted(KNOWN_KEYS, params["config_root"])
+    warnings.extend(more)
+    persisted["drift"] = find_drift(runtime, persisted["keys"])
+
+    source = params["socket_source"]
+    if proc_root != "/proc":
+        source = "proc"
+    low, high = (ephemeral["low"], ephemeral["high"]) if ephemeral else (None, None)
+    tally, used, more = collect_sockets(low, high, source, proc_root)
+    warnings.extend(more)
+    sockets = destinations = listeners = None
+    if tally is not None:
+        counts = state_counts(tally)
+        overflow, more = read_netstat_counter("TCPTimeWaitOverflow", proc_root)
+        warnings.extend(more)
+        sockets = {
+            "source": used,
+            "ipv4": counts["ipv4"],
+            "ipv6": counts["ipv6"],
+            "total": counts["total"],
+            "time_wait": counts["total"]["time_wait"],
+            "TCPTimeWaitOverflow": overflow,
+        }
+        if ephemeral:
+            top, count = summarise_destinations(
+                tally.destinations, ephemeral["usable"], params["destinations_top"])
+            destinations = {"top": top, "count": count}
+            listeners = summarise_listeners(tally.listeners, low, high, reserved)
+
+    limits, more = limits_facts(module, params["processes"], proc_root)
+    warnings.extend(more)
+    facts = {
+        "sysctl": sysctl,
+        "kernel": kernel_facts(proc_root),
+        "ephemeral": ephemeral,
+        "persisted": persisted,
+        "sockets": sockets,
+        "destinations": destinations,
+        "listeners_in_range": listeners,
+        "limits": limits,
+    }
+    return facts, warnings
+
+
+def main():
+    module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
+    if module.params["destinations_top"] < 0:
+        module.fail_json(msg="destinations_top must be 0 or more")
+    try:
+        facts, warnings = gather(module, module.params)
+    except NetlinkUnavailable as exc:
+        module.fail_json(msg="socket_source=netlink: %s" % exc)
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(changed=False, ansible_facts={"portpool": facts})
+
+
+if __name__ == "__main__":
+    main()
