@@ -241,6 +241,7 @@ import tempfile
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.portpool_persisted import list_config_files, under_root
 from ansible.module_utils.portpool_sysctl import (
     normalise_value,
     parse_port_range,
@@ -252,9 +253,7 @@ from ansible.module_utils.portpool_sysctl import (
 from ansible.module_utils.portpool_tune_plan import (
     DOTTED_TO_SHORT,
     STATE_VERSION,
-    SYSCTL_CONF,
-    SYSCTL_DIRS,
-    boot_order,
+    boot_files_with_ours,
     compute_diff,
     find_overrides,
     parse_listeners,
@@ -345,29 +344,21 @@ def read_listening_ports(proc_net):
     return sorted(ports)
 
 
-def scan_boot_files(paths):
-    """(order, contents) of the sysctl files systemd-sysctl and procps read at boot."""
-    listing = {}
-    for directory in SYSCTL_DIRS:
-        try:
-            listing[directory] = os.listdir(paths.real(directory))
-        except OSError:
-            listing[directory] = []
-    order = [*boot_order(listing), SYSCTL_CONF]
-    contents, unique, seen = {}, [], set()
+def boot_contents(paths, ours_text):
+    """(order, contents) of the files read at boot, with our file as it will be."""
+    files, _masked = list_config_files(paths.root)
+    order = boot_files_with_ours(files, paths.file)
+    contents = {}
     for path in order:
-        real = paths.real(path)
+        if path == paths.file:
+            contents[path] = ours_text
+            continue
         try:
-            resolved = os.path.realpath(real)
-            if resolved in seen:
-                continue
-            with open(real, encoding="utf-8", errors="replace") as handle:
+            with open(under_root(paths.root, path), encoding="utf-8", errors="replace") as handle:
                 contents[path] = handle.read()
         except OSError:
             continue
-        seen.add(resolved)
-        unique.append(path)
-    return unique, contents
+    return order, contents
 
 
 def write_sysctl(key, value, proc_sys):
@@ -538,7 +529,7 @@ def survey(params, paths):
     decided["file_changed"] = (decided["file_new"] != file_old
                                or (file_old is not None and file_new is not None
                                    and file_old_mode != FILE_MODE))
-    order, contents = scan_boot_files(paths)
+    order, contents = boot_contents(paths, as_text(decided["file_new"]) or "")
     decided["overrides"] = find_overrides(paths.file, order, contents, list(decided["target"]))
     for item in decided["overrides"]:
         decided["warnings"].append(

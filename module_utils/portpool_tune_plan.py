@@ -4,7 +4,8 @@
 """Pure decisions for tuning the ephemeral-port pool.
 
 Validation of the desired settings, the plan (what to write where), the
-rendered sysctl.d file, the diff and the boot-time override check. Nothing
+rendered sysctl.d file, the diff and the boot-time override check (on top of
+portpool_persisted, which models systemd-sysctl's precedence). Nothing
 here touches the system: callers read files and /proc/sys and pass the text in.
 """
 
@@ -12,6 +13,11 @@ from __future__ import annotations
 
 import os
 
+from ansible.module_utils.portpool_persisted import (
+    SYSCTL_CONF,
+    parse_sysctl_conf,
+    resolve_persisted,
+)
 from ansible.module_utils.portpool_sysctl import (
     PORT_MAX,
     format_reserved_ports,
@@ -54,15 +60,6 @@ INT_BOUNDS = {
 
 STATE_VERSION = 1
 
-# systemd-sysctl's search path; the same file name in an earlier directory wins.
-SYSCTL_DIRS = (
-    "/etc/sysctl.d",
-    "/run/sysctl.d",
-    "/usr/local/lib/sysctl.d",
-    "/usr/lib/sysctl.d",
-    "/lib/sysctl.d",
-)
-SYSCTL_CONF = "/etc/sysctl.conf"
 
 FILE_HEADER = (
     "# Written by portpool (roles/portpool_tune, module portpool_settings).\n"
@@ -351,47 +348,35 @@ def compute_diff(path, file_before, file_after, runtime_before, runtime_after):
     return entries
 
 
-def parse_sysctl_conf(text):
-    """Dotted keys assigned in a sysctl.d file (comments, '-' prefixes and '/' handled)."""
-    keys = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;" or "=" not in line:
-            continue
-        key = line.split("=", 1)[0].strip().lstrip("-").strip()
-        keys.append(key.replace("/", ".") if "/" in key and "." not in key else key)
-    return keys
+def boot_files_with_ours(files, ours):
+    """The boot reading order once our file exists.
 
-
-def boot_order(listing):
-    """Files in the order systemd-sysctl applies them (later ones win).
-
-    `listing` maps each directory of SYSCTL_DIRS to the *.conf names it holds.
-    The same name in an earlier directory masks the later ones; files run
-    sorted by name across directories; /etc/sysctl.conf, which procps'
-    `sysctl --system` reads last, is appended by the caller when present.
+    `files` is the order portpool_persisted.list_config_files gives (sorted by
+    file name across the sysctl.d directories, /etc/sysctl.conf last when read).
+    Ours, in /etc/sysctl.d, masks a file of the same name in any later directory.
     """
-    chosen = {}
-    for directory in SYSCTL_DIRS:
-        for name in listing.get(directory, ()):
-            if name.endswith(".conf") and name not in chosen:
-                chosen[name] = os.path.join(directory, name)
-    return [chosen[name] for name in sorted(chosen)]
+    tail = [SYSCTL_CONF] if files and files[-1] == SYSCTL_CONF else []
+    name = os.path.basename(ours)
+    body = [path for path in files[:len(files) - len(tail)]
+            if os.path.basename(path) != name]
+    body.append(ours)
+    body.sort(key=os.path.basename)
+    return body + tail
 
 
 def find_overrides(ours, order, contents, keys):
-    """Warnings for files applied after ours at boot that set one of `keys`.
+    """Files that would win over ours at boot for one of `keys`, as [{key, file}].
 
-    ours: our file's path; order: paths in application order (boot_order plus
-    /etc/sysctl.conf); contents: path -> text (unreadable files left out);
-    keys: the dotted keys we manage. Returns a list of {key, file}.
+    order: paths in reading order (boot_files_with_ours); contents: path -> text,
+    ours included with the content it will have (unreadable files left out).
+    Follows systemd-sysctl: later assignments win, globs apply only to keys with
+    no explicit assignment (portpool_persisted.resolve_persisted).
     """
-    later = order[order.index(ours) + 1:] if ours in order else list(order)
+    parsed = [(path, parse_sysctl_conf(contents[path])[0]) for path in order if path in contents]
+    winners = resolve_persisted(parsed, keys)
     found = []
-    for path in later:
-        text = contents.get(path)
-        if text is None or path == ours:
-            continue
-        assigned = set(parse_sysctl_conf(text))
-        found.extend({"key": key, "file": path} for key in keys if key in assigned)
+    for key in keys:
+        winner = winners.get(key)
+        if winner is not None and winner["file"] != ours:
+            found.append({"key": key, "file": winner["file"]})
     return found

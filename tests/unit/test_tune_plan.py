@@ -3,11 +3,10 @@
 import pytest
 from ansible.module_utils.portpool_tune_plan import (
     FILE_HEADER,
-    boot_order,
+    boot_files_with_ours,
     compute_diff,
     find_overrides,
     parse_listeners,
-    parse_sysctl_conf,
     plan,
     render_file,
     validate_fleet,
@@ -246,42 +245,41 @@ def test_no_diff_when_nothing_changes():
     assert compute_diff("/f", "x", "x", {REUSE: "1"}, {REUSE: "1"}) == []
 
 
-# ---- boot-time overrides (systemd-sysctl order) -------------------------------------
+# ---- boot-time overrides (systemd-sysctl order, via portpool_persisted) -----------
 
-def test_parse_sysctl_conf_handles_comments_dashes_and_slashes():
-    text = ("# comment\n; other\n-net.ipv4.tcp_tw_reuse = 0\n"
-            "net/ipv4/ip_local_port_range=1 2\n  net.core.somaxconn = 4096\nnonsense\n")
-    assert parse_sysctl_conf(text) == [REUSE, RANGE, "net.core.somaxconn"]
+OURS = "/etc/sysctl.d/60-portpool.conf"
 
 
-def test_boot_order_masks_same_names_and_sorts_across_directories():
-    listing = {
-        "/etc/sysctl.d": ["60-portpool.conf", "99-x.conf", "README"],
-        "/run/sysctl.d": ["70-run.conf"],
-        "/usr/lib/sysctl.d": ["50-default.conf", "99-x.conf", "80-vendor.conf"],
-    }
-    assert boot_order(listing) == [
-        "/usr/lib/sysctl.d/50-default.conf",
-        "/etc/sysctl.d/60-portpool.conf",
-        "/run/sysctl.d/70-run.conf",
-        "/usr/lib/sysctl.d/80-vendor.conf",
-        "/etc/sysctl.d/99-x.conf",
-    ]
+def test_our_file_takes_its_place_in_the_boot_order_and_masks_its_name():
+    files = ["/usr/lib/sysctl.d/50-default.conf", "/usr/lib/sysctl.d/60-portpool.conf",
+             "/etc/sysctl.d/99-x.conf", "/etc/sysctl.conf"]
+    assert boot_files_with_ours(files, OURS) == [
+        "/usr/lib/sysctl.d/50-default.conf", OURS, "/etc/sysctl.d/99-x.conf",
+        "/etc/sysctl.conf"]
+    assert boot_files_with_ours([], OURS) == [OURS]
+    assert boot_files_with_ours(["/run/sysctl.d/70-a.conf"], OURS) == [
+        OURS, "/run/sysctl.d/70-a.conf"]
 
 
 def test_find_overrides_names_later_files_only():
-    ours = "/etc/sysctl.d/60-portpool.conf"
-    order = ["/usr/lib/sysctl.d/50-default.conf", ours, "/usr/lib/sysctl.d/80-vendor.conf",
+    order = ["/usr/lib/sysctl.d/50-default.conf", OURS, "/usr/lib/sysctl.d/80-vendor.conf",
              "/etc/sysctl.d/99-x.conf", "/etc/sysctl.conf"]
     contents = {
         "/usr/lib/sysctl.d/50-default.conf": "net.ipv4.tcp_tw_reuse = 0\n",
-        ours: "net.ipv4.tcp_tw_reuse = 1\n",
-        "/usr/lib/sysctl.d/80-vendor.conf": "net.ipv4.ip_local_port_range = 1024 65000\n",
+        OURS: "net.ipv4.tcp_tw_reuse = 1\nnet.ipv4.ip_local_port_range = 1 2\n",
+        "/usr/lib/sysctl.d/80-vendor.conf": "net/ipv4/ip_local_port_range = 1024 65000\n",
         "/etc/sysctl.d/99-x.conf": "# net.ipv4.tcp_tw_reuse = 0\n",
-        "/etc/sysctl.conf": "net.ipv4.tcp_tw_reuse=0\n",
+        "/etc/sysctl.conf": "-net.ipv4.tcp_tw_reuse=0\n",
     }
-    found = find_overrides(ours, order, contents, [REUSE, RANGE])
+    found = find_overrides(OURS, order, contents, [REUSE, RANGE])
     assert found == [
-        {"key": RANGE, "file": "/usr/lib/sysctl.d/80-vendor.conf"},
         {"key": REUSE, "file": "/etc/sysctl.conf"},
+        {"key": RANGE, "file": "/usr/lib/sysctl.d/80-vendor.conf"},
     ]
+
+
+def test_a_later_glob_does_not_beat_our_explicit_key():
+    order = [OURS, "/etc/sysctl.d/99-glob.conf"]
+    contents = {OURS: "net.ipv4.tcp_tw_reuse = 1\n",
+                "/etc/sysctl.d/99-glob.conf": "net.ipv4.tcp_* = 0\n"}
+    assert find_overrides(OURS, order, contents, [REUSE]) == []
