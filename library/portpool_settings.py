@@ -93,6 +93,11 @@ options:
         the saved state; the saved state is kept. Used to undo one run that failed
         verification without undoing earlier runs.
     type: dict
+  facts:
+    description:
+      - For O(mode=verify). The host's C(ansible_facts.portpool) from C(portpool_facts),
+        gathered after applying; its C(sysctl) values must show O(expected) as well.
+    type: dict
   expected:
     description:
       - For O(mode=verify). The runtime values (dotted names) and C(file) content that should
@@ -255,6 +260,7 @@ from ansible.module_utils.portpool_tune_plan import (
     STATE_VERSION,
     boot_files_with_ours,
     compute_diff,
+    facts_mismatches,
     find_overrides,
     parse_listeners,
     plan,
@@ -283,6 +289,7 @@ def get_argument_spec():
         state_dir=dict(type="path", default="/var/lib/portpool"),
         expected=dict(type="dict", default={}),
         restore=dict(type="dict"),
+        facts=dict(type="dict"),
     )
 
 
@@ -640,6 +647,8 @@ def run_verify(params, paths):
         elif data is not None and mode != FILE_MODE:
             mismatches.append({"key": "file mode", "expected": "0644",
                                "actual": "%04o" % mode})
+    if params.get("facts") is not None:
+        mismatches.extend(facts_mismatches(runtime, params["facts"].get("sysctl")))
     result = {"changed": False, "file": paths.file, "mismatches": mismatches}
     try:
         low, high = parse_port_range(read_sysctl("net.ipv4.ip_local_port_range",
@@ -651,7 +660,9 @@ def run_verify(params, paths):
         pass
     if mismatches:
         result.update(failed=True, msg="verification failed: " + "; ".join(
-            "%s is %r, expected %r" % (m["key"], m["actual"], m["expected"])
+            "%s is %r%s, expected %r" % (
+                m["key"], m["actual"], " in portpool_facts" if m.get("source") else "",
+                m["expected"])
             for m in mismatches))
     return result
 

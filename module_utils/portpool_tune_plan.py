@@ -380,3 +380,28 @@ def find_overrides(ours, order, contents, keys):
         if winner is not None and winner["file"] != ours:
             found.append({"key": key, "file": winner["file"]})
     return found
+
+
+def fact_text(value):
+    """A portpool_facts sysctl value ([low, high], [[low, high], ...], int) as sysctl text."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if value and all(isinstance(item, list) for item in value):
+            return format_reserved_ports(value)
+        if not value:
+            return ""
+        return " ".join(str(item) for item in value)
+    return normalise_value(value)
+
+
+def facts_mismatches(expected, sysctl_facts):
+    """Keys whose portpool_facts value differs from the expected runtime text."""
+    mismatches = []
+    for key, want in expected.items():
+        short = DOTTED_TO_SHORT.get(key, key)
+        got = fact_text((sysctl_facts or {}).get(short))
+        if got != normalise_value(want):
+            mismatches.append({"key": key, "expected": want, "actual": got,
+                               "source": "portpool_facts"})
+    return mismatches

@@ -5,6 +5,7 @@ from ansible.module_utils.portpool_tune_plan import (
     FILE_HEADER,
     boot_files_with_ours,
     compute_diff,
+    facts_mismatches,
     find_overrides,
     parse_listeners,
     plan,
@@ -283,3 +284,13 @@ def test_a_later_glob_does_not_beat_our_explicit_key():
     contents = {OURS: "net.ipv4.tcp_tw_reuse = 1\n",
                 "/etc/sysctl.d/99-glob.conf": "net.ipv4.tcp_* = 0\n"}
     assert find_overrides(OURS, order, contents, [REUSE]) == []
+
+
+def test_facts_values_are_compared_as_sysctl_text():
+    facts = {"ip_local_port_range": [40000, 49999], "ip_local_reserved_ports": [[45000, 45000],
+             [46000, 46010]], "tcp_tw_reuse": 1, "tcp_tw_reuse_delay": None}
+    expected = {RANGE: "40000 49999", RESERVED: "45000,46000-46010", REUSE: "1"}
+    assert facts_mismatches(expected, facts) == []
+    assert facts_mismatches({RESERVED: ""}, {"ip_local_reserved_ports": []}) == []
+    wrong = facts_mismatches({REUSE: "2", DELAY: "500"}, facts)
+    assert [item["key"] for item in wrong] == [REUSE, DELAY]
