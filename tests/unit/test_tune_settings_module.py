@@ -244,3 +244,14 @@ def test_validate_mode_fails_with_every_message():
 def test_bad_file_names_are_refused(name):
     with pytest.raises(mod.TuneError, match="portpool_tune_file_name"):
         mod.Paths(params(file_name=name))
+
+
+def test_verify_also_checks_the_facts(tree):
+    paths = paths_for(tree)
+    applied = mod.run_apply(params(settings=SETTINGS), paths)
+    expected = {"runtime": applied["target"], "file": applied["after"]["file"]}
+    facts = {"sysctl": {"ip_local_port_range": [40000, 49999],
+                        "ip_local_reserved_ports": [[45000, 45000]], "tcp_tw_reuse": 2}}
+    result = mod.run_verify(params(mode="verify", expected=expected, facts=facts), paths)
+    assert result["failed"] and "in portpool_facts" in result["msg"]
+    assert [item["key"] for item in result["mismatches"]] == [REUSE]
