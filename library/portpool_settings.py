@@ -98,6 +98,11 @@ options:
       - For O(mode=verify). The host's C(ansible_facts.portpool) from C(portpool_facts),
         gathered after applying; its C(sysctl) values must show O(expected) as well.
     type: dict
+  probe:
+    description:
+      - For O(mode=verify). The C(probe) result of a quick C(portpool_probe) run after
+        applying: it must have measured the range and the usable pool the settings give.
+    type: dict
   expected:
     description:
       - For O(mode=verify). The runtime values (dotted names) and C(file) content that should
@@ -264,6 +269,7 @@ from ansible.module_utils.portpool_tune_plan import (
     find_overrides,
     parse_listeners,
     plan,
+    probe_mismatches,
     render_file,
     validate_fleet,
     validate_settings,
@@ -290,6 +296,7 @@ def get_argument_spec():
         expected=dict(type="dict", default={}),
         restore=dict(type="dict"),
         facts=dict(type="dict"),
+        probe=dict(type="dict"),
     )
 
 
@@ -649,6 +656,11 @@ def run_verify(params, paths):
                                "actual": "%04o" % mode})
     if params.get("facts") is not None:
         mismatches.extend(facts_mismatches(runtime, params["facts"].get("sysctl")))
+    if params.get("probe") is not None:
+        now = dict(runtime)
+        for key in ("net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"):
+            now[key] = read_sysctl(key, paths.proc_sys)
+        mismatches.extend(probe_mismatches(now, params["probe"]))
     result = {"changed": False, "file": paths.file, "mismatches": mismatches}
     try:
         low, high = parse_port_range(read_sysctl("net.ipv4.ip_local_port_range",
@@ -661,7 +673,7 @@ def run_verify(params, paths):
     if mismatches:
         result.update(failed=True, msg="verification failed: " + "; ".join(
             "%s is %r%s, expected %r" % (
-                m["key"], m["actual"], " in portpool_facts" if m.get("source") else "",
+                m["key"], m["actual"], " in " + m["source"] if m.get("source") else "",
                 m["expected"])
             for m in mismatches))
     return result

@@ -405,3 +405,30 @@ def facts_mismatches(expected, sysctl_facts):
             mismatches.append({"key": key, "expected": want, "actual": got,
                                "source": "portpool_facts"})
     return mismatches
+
+
+def probe_mismatches(runtime, probe):
+    """What a quick portpool_probe measured that the applied settings do not promise.
+
+    runtime: dotted key -> text as applied (range and reserved ports read back);
+    probe: the module's `probe` result. Checks that the probe saw our range and
+    the usable pool it gives, and that the measurement matched it.
+    """
+    mismatches = []
+    text = runtime.get("net.ipv4.ip_local_port_range")
+    if not text or not isinstance(probe, dict):
+        return mismatches
+    low, high = (int(part) for part in text.split())
+    spans = parse_reserved_ports(runtime.get("net.ipv4.ip_local_reserved_ports") or "")
+    usable = pool_size(low, high, spans)["usable"]
+    if list(probe.get("range") or []) != [low, high]:
+        mismatches.append({"key": "probe range", "expected": [low, high],
+                           "actual": probe.get("range"), "source": "portpool_probe"})
+    if probe.get("expected") != usable:
+        mismatches.append({"key": "probe expected pool", "expected": usable,
+                           "actual": probe.get("expected"), "source": "portpool_probe"})
+    if probe.get("matches_expected") is not True:
+        mismatches.append({"key": "probe measurement", "expected": "matches the pool",
+                           "actual": (probe.get("hold") or {}).get("established"),
+                           "source": "portpool_probe"})
+    return mismatches

@@ -9,6 +9,7 @@ from ansible.module_utils.portpool_tune_plan import (
     find_overrides,
     parse_listeners,
     plan,
+    probe_mismatches,
     render_file,
     validate_fleet,
     validate_settings,
@@ -294,3 +295,14 @@ def test_facts_values_are_compared_as_sysctl_text():
     assert facts_mismatches({RESERVED: ""}, {"ip_local_reserved_ports": []}) == []
     wrong = facts_mismatches({REUSE: "2", DELAY: "500"}, facts)
     assert [item["key"] for item in wrong] == [REUSE, DELAY]
+
+
+def test_probe_must_measure_the_pool_the_settings_promise():
+    runtime = {RANGE: "40000 49999", RESERVED: "45000"}
+    good = {"range": [40000, 49999], "expected": 9999, "matches_expected": True}
+    assert probe_mismatches(runtime, good) == []
+    assert probe_mismatches({REUSE: "1"}, good) == []  # range not managed: nothing to check
+    bad = {"range": [32768, 60999], "expected": 28232, "matches_expected": False,
+           "hold": {"established": 12}}
+    assert [item["key"] for item in probe_mismatches(runtime, bad)] == [
+        "probe range", "probe expected pool", "probe measurement"]
