@@ -101,7 +101,7 @@ options:
   probe:
     description:
       - For O(mode=verify). The C(probe) result of a quick C(portpool_probe) run after
-        applying: it must have measured the range and the usable pool the settings give.
+        applying; it must have measured the range and the usable pool the settings give.
     type: dict
   expected:
     description:

@@ -255,3 +255,16 @@ def test_verify_also_checks_the_facts(tree):
     result = mod.run_verify(params(mode="verify", expected=expected, facts=facts), paths)
     assert result["failed"] and "in portpool_facts" in result["msg"]
     assert [item["key"] for item in result["mismatches"]] == [REUSE]
+
+
+def test_documentation_parses_and_matches_the_argument_spec():
+    import yaml
+
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    spec = mod.get_argument_spec()
+    assert set(doc["options"]) == set(spec)
+    for name, option in doc["options"].items():
+        assert option["type"] == spec[name]["type"], name
+        assert option.get("default") == spec[name].get("default"), name
+    yaml.safe_load(mod.EXAMPLES)
+    assert yaml.safe_load(mod.RETURN)
