@@ -3,6 +3,8 @@
 import hashlib
 import re
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -155,6 +157,40 @@ def test_check_apply_repeat_and_rollback(fleet):
     result, output = run(fleet, "playbooks/rollback.yml")
     assert result.returncode == 0, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
+
+
+def _tamper_once(path, stop, deadline=120):
+    """Append a line to `path` as soon as it appears (after the module wrote it)."""
+    end = time.monotonic() + deadline
+    while not stop.is_set() and time.monotonic() < end:
+        if path.exists():
+            with open(path, "a") as handle:
+                handle.write("# changed behind portpool's back\n")
+            return
+        time.sleep(0.01)
+
+
+def test_a_host_failing_verification_is_rolled_back_and_the_rollout_stops(fleet):
+    before = {name: host_state(fleet, name) for name in fleet.hosts}
+    stop = threading.Event()
+    # The canary's file changes after portpool wrote it: verification must catch it.
+    tamper = threading.Thread(target=_tamper_once, args=(fleet.hosts["h01"].sysctl_d / FILE, stop))
+    tamper.start()
+    try:
+        result, output = run(fleet, "playbooks/tune.yml", portpool_tune_serial=[1, "100%"])
+    finally:
+        stop.set()
+        tamper.join(timeout=10)
+    assert result.returncode != 0
+    assert "verification failed" in output, output[-3000:]
+    summary = output[output.index("Summarise the rollout"):]
+    assert re.search(r"rolled_back:\s*\n\s*- h01", summary), summary[:1500]
+    assert re.search(r"not_reached:\s*\n\s*- h02\s*\n\s*- h03", summary), summary[:1500]
+    for name in fleet.hosts:
+        now = host_state(fleet, name)
+        assert now["runtime"] == before[name]["runtime"], name
+        assert now["sysctl_d"] == before[name]["sysctl_d"], name
+    assert recap(output)["h01"]["failed"] == 1
 
 
 def test_unreachable_host_stops_the_rollout_and_no_host_is_half_changed(make_fleet):
