@@ -210,6 +210,11 @@ host_errors:
   returned: mode preflight
   type: list
   elements: str
+planned_warnings:
+  description: "O(mode=preflight): the warnings O(mode=apply) will give (preflight gives none)."
+  returned: mode preflight
+  type: list
+  elements: str
 state_file:
   description: Where the previous values are (or were) saved.
   returned: modes preflight, apply, rollback
@@ -587,13 +592,14 @@ def run_validate(params):
 
 
 def run_preflight(params, paths):
+    # Warnings are returned, not raised: the apply step that follows raises them once.
     decided = survey(params, paths)
     if "target" not in decided:
         return {"changed": False, "input_errors": decided["input_errors"], "host_errors": [],
-                "warnings": decided["warnings"]}
+                "planned_warnings": decided["warnings"]}
     result = planned_result(decided, paths)
     result.update(changed=False, input_errors=decided["input_errors"],
-                  host_errors=decided["host_errors"], warnings=decided["warnings"],
+                  host_errors=decided["host_errors"], planned_warnings=decided["warnings"],
                   would_change=bool(decided["changes"] or decided["file_changed"]))
     return result
 

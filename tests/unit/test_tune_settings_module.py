@@ -210,7 +210,7 @@ def test_overriding_file_is_reported_by_name(tree):
     late.write_text("net.ipv4.tcp_tw_reuse = 0\n")
     result = mod.run_preflight(params(settings=SETTINGS), paths_for(tree))
     assert result["overrides"] == [{"key": REUSE, "file": "/usr/lib/sysctl.d/99-vendor.conf"}]
-    assert any("99-vendor.conf" in warning for warning in result["warnings"])
+    assert any("99-vendor.conf" in warning for warning in result["planned_warnings"])
 
 
 def test_a_symlink_to_sysctl_conf_is_read_once(tree):
