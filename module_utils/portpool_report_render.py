@@ -1,0 +1,545 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the fleet report model with Jinja2 and write every file atomically.
+
+Runs on the controller only (jinja2 is an ansible-core dependency there).
+Each output format gets its own Jinja environment whose escaping is on by
+default, so a template cannot forget it:
+
+- HTML: autoescape on.
+- JUnit XML: `finalize` escapes every expression for XML and removes the
+  characters XML cannot hold (cheaper than autoescape for 160,000 testcases).
+- Markdown: `finalize` escapes every expression for Markdown and inline HTML.
+- Prometheus: `finalize` escapes every string as a label value and prints
+  numbers the way the text format reads them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import queue
+import resource
+import shutil
+import threading
+from datetime import datetime, timezone
+
+from ansible.module_utils.portpool_report import (
+    FORMATS,
+    SEVERITIES,
+    STATUSES,
+    build_model,
+    fleet_document,
+    format_count,
+    load_results,
+    load_rules,
+    markdown_text,
+    prometheus_label,
+    read_bytes,
+    xml_text,
+)
+
+try:
+    import jinja2
+    from markupsafe import Markup, escape
+except ImportError:  # pragma: no cover - reported by the module
+    jinja2 = None
+    Markup = str
+    escape = None
+
+OUTPUT_FILES = {
+    "json": "fleet.json",
+    "markdown": "report.md",
+    "html": "report.html",
+    "junit": "junit.xml",
+}
+TEMPLATES = {
+    "markdown": "report.md.j2",
+    "html": "report.html.j2",
+    "junit": "junit.xml.j2",
+    "prometheus": "host.prom.j2",
+}
+SCRIPT_FILE = "report.js"
+# Fleets from this size render JSON, JUnit and Prometheus in a forked process.
+PARALLEL_HOSTS = 2000
+FORKED_FORMATS = ("json", "junit", "prometheus")
+PROMETHEUS_DIR = "prometheus"
+LATEST_LINK = "latest"
+
+
+def _number(value):
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _finalize_markdown(value):
+    if value is None:
+        return "-"
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, (int, float)):
+        return _number(value)
+    return markdown_text(value)
+
+
+def _finalize_prometheus(value):
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value)
+    return prometheus_label(value)
+
+
+def _finalize_xml(value):
+    if type(value) is Markup:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value)
+    return escape(xml_text(value))
+
+
+def _finalize_html(value):
+    return "" if value is None else value
+
+
+def percent(value, digits=1):
+    """0.4321 -> '43.2%'; None -> '-'."""
+    if value is None:
+        return "-"
+    return "%.*f%%" % (digits, value * 100)
+
+
+def plain(value):
+    """A number with thousands separators; None -> '-'."""
+    if value is None:
+        return "-"
+    return f"{value:,}"
+
+
+def label_filter(value):
+    """Escape once for a Prometheus label; finalize leaves the result alone."""
+    return Markup(prometheus_label(value))
+
+
+def xml_filter(value):
+    """Escape once for XML text or attributes; finalize leaves the result alone."""
+    return Markup(escape(xml_text(value)))
+
+
+def make_environment(template_dir, kind):
+    """The Jinja environment of one output format, escaping by default."""
+    if jinja2 is None:
+        raise RuntimeError("the report needs the jinja2 Python package on the controller")
+    settings = {
+        "html": {"autoescape": True, "finalize": _finalize_html},
+        "junit": {"autoescape": False, "finalize": _finalize_xml},
+        "markdown": {"autoescape": False, "finalize": _finalize_markdown},
+        "prometheus": {"autoescape": False, "finalize": _finalize_prometheus},
+    }[kind]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        **settings,
+    )
+    env.filters.update(percent=percent, plain=plain, count=format_count,
+                       label=label_filter, xml=xml_filter, zip=zip)
+    env.globals.update(severities=SEVERITIES, statuses=STATUSES)
+    return env
+
+
+def atomic_write(path, text):
+    """Write text to path through a temporary file renamed over it.
+
+    Readers (a browser, node_exporter's textfile collector) see the old file
+    or the new one, never half of one. No fsync: a report can be re-rendered.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, ".%s.tmp-%d" % (name, os.getpid()))
+    try:
+        with open(temporary, "w", encoding="utf-8", errors="replace") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def update_latest_link(dest):
+    """Point `<parent of dest>/latest` at dest (a relative link), atomically.
+
+    Returns the link's path. Raises OSError when `latest` exists and is not a
+    symbolic link (a real folder there is never replaced).
+    """
+    dest = os.path.abspath(dest)
+    parent, name = os.path.split(dest)
+    link = os.path.join(parent, LATEST_LINK)
+    if name == LATEST_LINK:
+        return link
+    if os.path.lexists(link) and not os.path.islink(link):
+        raise OSError("%s exists and is not a symbolic link; not replacing it" % link)
+    temporary = os.path.join(parent, ".%s.tmp-%d" % (LATEST_LINK, os.getpid()))
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    os.symlink(name, temporary)
+    try:
+        os.replace(temporary, link)
+    except OSError:
+        os.unlink(temporary)
+        raise
+    return link
+
+
+def rules_candidates(dest, result_dirs, rules_file=None):
+    """Where rules.json may be: the explicit file, else the run folder and each slice's."""
+    if rules_file:
+        return [rules_file]
+    paths = [os.path.join(dest, "rules.json")]
+    for folder in map(os.path.abspath, result_dirs):
+        paths.append(os.path.join(folder, "rules.json"))
+        paths.append(os.path.join(os.path.dirname(folder), "rules.json"))
+    seen = set()
+    return [path for path in paths if not (path in seen or seen.add(path))]
+
+
+def script_and_hash(template_dir):
+    """The inline script and its CSP hash (only this exact script may run)."""
+    with open(os.path.join(template_dir, SCRIPT_FILE), encoding="utf-8") as handle:
+        script = handle.read()
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return Markup(script), "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+class BackgroundWriter:
+    """Runs file writes on one background thread, in order.
+
+    Disk work (creating 10,000 files) then overlaps the rendering of the next
+    format instead of adding to it. The first error is raised again by
+    `submit` or `finish`; later jobs are skipped.
+    """
+
+    def __init__(self, depth=16):
+        self._queue = queue.Queue(maxsize=depth)
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="portpool-report-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job[0](*job[1:])
+                except BaseException as exc:  # handed back to the caller
+                    self._error = exc
+
+    def submit(self, function, *args):
+        if self._error is not None:
+            raise self._error
+        self._queue.put((function, *args))
+
+    def finish(self):
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def read_ahead(paths, batch=64, depth=8):
+    """Yield each path's bytes (or OSError) in order, read on a background thread.
+
+    Reading the next files overlaps parsing the current ones; at most
+    batch * (depth + 2) files wait in memory.
+    """
+    chunks = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for start in range(0, len(paths), batch):
+                if stop.is_set():
+                    return
+                chunks.put(("data", [read_bytes(path) for path in paths[start:start + batch]]))
+        except BaseException as exc:  # handed to the consumer
+            chunks.put(("error", exc))
+        finally:
+            chunks.put(("end", None))
+
+    thread = threading.Thread(target=work, name="portpool-report-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = chunks.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise value
+            yield from value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                chunks.get(timeout=0.1)
+        thread.join()
+
+
+def private_memory_kb():
+    """This process's own (not shared) resident memory in KiB, or None."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as handle:
+            return sum(int(line.split()[1]) for line in handle
+                       if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def render_formats(model, dest, formats, template_dir, *, parallel=None, stats=None):
+    """Render and write every requested format; returns {format: path}.
+
+    With `parallel` (default: for PARALLEL_HOSTS hosts or more, on a machine
+    with several CPUs), a forked child renders FORKED_FORMATS (JSON, JUnit,
+    Prometheus) while this process renders the rest: the formats are
+    independent and the model is shared copy-on-write. `stats`, when a dict,
+    receives the child's memory.
+    """
+    if parallel is None:
+        parallel = (len(model["hosts"]) >= PARALLEL_HOSTS and hasattr(os, "fork")
+                    and (os.cpu_count() or 1) > 1)
+    split = [name for name in formats if name in FORKED_FORMATS]
+    rest = [name for name in formats if name not in FORKED_FORMATS]
+    if not (parallel and split and rest):
+        return render_serial(model, dest, formats, template_dir)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: render its formats, report through the pipe, exit
+        status = 1
+        try:
+            os.close(reader)
+            message = {"files": render_serial(model, dest, split, template_dir),
+                       "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                       "private_kb": private_memory_kb()}
+            status = 0
+        except BaseException as exc:
+            message = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        finally:
+            try:
+                os.write(writer, json.dumps(message).encode("utf-8"))
+            finally:
+                os._exit(status)
+    os.close(writer)
+    try:
+        files = render_serial(model, dest, rest, template_dir)
+    finally:
+        with os.fdopen(reader, "rb") as pipe:
+            answer = pipe.read()
+        _pid, status = os.waitpid(pid, 0)
+    try:
+        message = json.loads(answer)
+    except ValueError:
+        message = {"error": "exit status %d, no message" % status}
+    if "error" in message or status != 0:
+        raise RuntimeError("rendering %s failed: %s"
+                           % (", ".join(split), message.get("error", status)))
+    if stats is not None:
+        stats["child_maxrss_kb"] = message["maxrss_kb"]
+        stats["child_private_kb"] = message["private_kb"]
+    files.update(message["files"])
+    return {name: files[name] for name in formats}
+
+
+def render_serial(model, dest, formats, template_dir):
+    """Render each requested format and write it; returns {format: path}.
+
+    Rendering happens on this thread, writing on a background one.
+    """
+    files = {}
+    writer = BackgroundWriter()
+    fresh = None
+    try:
+        if "json" in formats:
+            files["json"] = path = os.path.join(dest, OUTPUT_FILES["json"])
+            writer.submit(atomic_write, path, json.dumps(
+                fleet_document(model), ensure_ascii=False, sort_keys=True,
+                separators=(",", ":")) + "\n")
+        if "markdown" in formats:
+            files["markdown"] = path = os.path.join(dest, OUTPUT_FILES["markdown"])
+            template = make_environment(template_dir, "markdown").get_template(
+                TEMPLATES["markdown"])
+            writer.submit(atomic_write, path, template.render(model=model))
+        if "html" in formats:
+            files["html"] = path = os.path.join(dest, OUTPUT_FILES["html"])
+            script, script_hash = script_and_hash(template_dir)
+            template = make_environment(template_dir, "html").get_template(TEMPLATES["html"])
+            writer.submit(atomic_write, path, template.render(
+                model=model, script=script, script_hash=script_hash))
+        if "junit" in formats:
+            files["junit"] = path = os.path.join(dest, OUTPUT_FILES["junit"])
+            template = make_environment(template_dir, "junit").get_template(
+                TEMPLATES["junit"])
+            writer.submit(atomic_write, path, template.render(model=model))
+        if "prometheus" in formats:
+            template = make_environment(template_dir, "prometheus").get_template(
+                TEMPLATES["prometheus"])
+            host_file = template.module.host_file
+            fresh = new_folder(os.path.join(dest, PROMETHEUS_DIR))
+            batch = []
+            for record in model["hosts"]:
+                batch.append((record["file"] + ".prom", str(host_file(record))))
+                if len(batch) == 256:
+                    writer.submit(write_files, fresh, batch)
+                    batch = []
+            writer.submit(write_files, fresh, batch)
+        pending, writer = writer, None
+        pending.finish()
+        if fresh is not None:
+            files["prometheus"] = swap_folder(fresh, os.path.join(dest, PROMETHEUS_DIR))
+            fresh = None
+    finally:
+        if writer is not None:
+            writer.finish()
+        if fresh is not None and os.path.lexists(fresh):
+            shutil.rmtree(fresh)
+    return files
+
+
+def new_folder(path):
+    """An empty folder beside path, to fill before `swap_folder` moves it there."""
+    parent, name = os.path.split(path)
+    fresh = os.path.join(parent, ".%s.new-%d" % (name, os.getpid()))
+    if os.path.lexists(fresh):
+        shutil.rmtree(fresh)
+    os.mkdir(fresh)
+    return fresh
+
+
+def write_files(folder, files):
+    """Create each (name, text) file in folder; the folder is new, so no renames."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for name, text in files:
+        handle = os.open(os.path.join(folder, name), flags, 0o644)
+        try:
+            os.write(handle, text.encode("utf-8", "replace"))
+        finally:
+            os.close(handle)
+
+
+def swap_folder(fresh, path):
+    """Move the filled folder to path, replacing (then deleting) any folder there.
+
+    Readers of path see the old set of files or the new one, never a mix.
+    """
+    parent, name = os.path.split(path)
+    stale = os.path.join(parent, ".%s.old-%d" % (name, os.getpid()))
+    if os.path.lexists(stale):
+        shutil.rmtree(stale)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.rename(path, stale)
+    os.rename(fresh, path)
+    if os.path.lexists(stale):
+        shutil.rmtree(stale)
+    return path
+
+
+def write_folder(path, files):
+    """Write (name, text) pairs into a new folder, then move it to path at once."""
+    fresh = new_folder(path)
+    try:
+        write_files(fresh, files)
+        return swap_folder(fresh, path)
+    finally:
+        if os.path.lexists(fresh):
+            shutil.rmtree(fresh)
+
+
+def utc_now():
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace(
+        "+00:00", "Z")
+
+
+def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",
+                 top_destinations=20, chart_hosts=50, console_hosts=20,
+                 title="portpool fleet report", rules_file=None,
+                 latest_link=True, check_mode=False, generated_at=None, parallel=None):
+    """Load, merge, aggregate and render: the whole report step.
+
+    Returns a dict with the written `files`, the fleet `totals`, the console
+    `summary`, `warnings`, the `latest` link (or None) and `stats` (memory of
+    the forked renderer, when one ran).
+    """
+    dest = os.path.abspath(dest)
+    # The same folder listed twice would make every host a duplicate of itself.
+    result_dirs = list(dict.fromkeys(os.path.abspath(folder) for folder in result_dirs))
+    formats = [name for name in FORMATS if name in formats]
+    warnings = []
+    report_path = dest
+    for name in ("html", "markdown", "json"):
+        if name in formats:
+            report_path = os.path.join(dest, OUTPUT_FILES[name])
+            break
+    # Many small objects, none cyclic: the collector would only walk them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        records, file_count = load_results(result_dirs, top_destinations, warnings,
+                                           reader=read_ahead)
+        rules = load_rules(rules_candidates(dest, result_dirs, rules_file), warnings)
+        model = build_model(records, rules, {
+            "fail_on": fail_on, "top_destinations": top_destinations,
+            "chart_hosts": chart_hosts, "console_hosts": console_hosts,
+            "title": title, "generated_at": generated_at or utc_now(),
+            "result_dirs": result_dirs, "dest": dest, "report_path": report_path,
+        })
+        model["warnings"] = warnings
+        model["file_count"] = file_count
+        model["rule_findings"] = rule_findings(model["hosts"])
+        files = {}
+        latest = None
+        stats = {}
+        if not check_mode:
+            os.makedirs(dest, exist_ok=True)
+            files = render_formats(model, dest, formats, template_dir, parallel=parallel,
+                                   stats=stats)
+            if latest_link:
+                try:
+                    latest = update_latest_link(dest)
+                except OSError as exc:
+                    warnings.append("latest link not updated: %s" % exc)
+    finally:
+        if collecting:
+            gc.enable()
+    return {
+        "dest": dest,
+        "files": files,
+        "file_count": file_count,
+        "totals": model["totals"],
+        "worst_severity": model["totals"]["worst"],
+        "summary": model["summary"],
+        "warnings": warnings,
+        "latest": latest,
+        "report": report_path,
+        "stats": stats,
+    }
+
+
+def rule_findings(hosts):
+    """Findings grouped by rule id, each as (host, finding), hosts in name order."""
+    grouped = {}
+    for record in hosts:
+        for finding in record["findings"]:
+            grouped.setdefault(finding["id"], []).append((record["host"], finding))
+    return grouped
+
