@@ -121,6 +121,9 @@ def test_check_apply_repeat_and_rollback(fleet):
     assert all(counts[name]["changed"] >= 1 and counts[name]["failed"] == 0
                for name in fleet.hosts), counts
     assert "99-late.conf" in output  # the override at boot is named
+    # Each changed host was measured by the quick probe as part of its verification.
+    probe = output.split("Measure the pool the new settings promise", 1)[1].split("TASK [", 1)[0]
+    assert all("ok: [%s]" % name in probe for name in fleet.hosts), probe
     for name in fleet.hosts:
         assert fleet.sysctl(name, "net.ipv4.ip_local_port_range") == "30000 50999"
         assert fleet.sysctl(name, "net.ipv4.tcp_tw_reuse") == "1"

@@ -268,3 +268,15 @@ def test_documentation_parses_and_matches_the_argument_spec():
         assert option.get("default") == spec[name].get("default"), name
     yaml.safe_load(mod.EXAMPLES)
     assert yaml.safe_load(mod.RETURN)
+
+
+def test_verify_also_checks_the_probe(tree):
+    paths = paths_for(tree)
+    applied = mod.run_apply(params(settings=SETTINGS), paths)
+    expected = {"runtime": applied["target"], "file": applied["after"]["file"]}
+    good = {"range": [40000, 49999], "expected": 9999, "matches_expected": True}
+    assert mod.run_verify(params(mode="verify", expected=expected, probe=good),
+                          paths)["mismatches"] == []
+    stale = dict(good, range=[32768, 60999])
+    result = mod.run_verify(params(mode="verify", expected=expected, probe=stale), paths)
+    assert result["failed"] and "in portpool_probe" in result["msg"]
