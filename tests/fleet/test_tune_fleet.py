@@ -1,0 +1,230 @@
+"""playbooks/tune.yml and rollback.yml end to end over SSH on the test fleet."""
+
+import hashlib
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.fleet.harness import Fleet, HostSpec
+
+KEYS = (
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_tw_reuse_delay",
+    "net.ipv4.tcp_timestamps",
+    "net.ipv4.tcp_max_tw_buckets",
+)
+DESIRED = {"ip_local_port_range": "30000 50999", "tcp_tw_reuse": 1, "tcp_max_tw_buckets": 262144}
+LATE = "net.ipv4.tcp_tw_reuse = 0\n"
+FILE = "60-portpool.conf"
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    specs = [
+        HostSpec("h01", sysctls={"net.ipv4.ip_local_port_range": "40000 40999"},
+                 groups=("proxies",),
+                 hostvars={"portpool_tune_host_settings": {"tcp_max_tw_buckets": 300000}}),
+        HostSpec("h02", listeners=(45000,), sysctl_d={"99-late.conf": LATE},
+                 groups=("proxies",)),
+        HostSpec("h03", become=True, sysctls={"net.ipv4.tcp_tw_reuse": "0"},
+                 groups=("proxies",)),
+    ]
+    with Fleet.create(specs) as made:
+        yield made
+
+
+def _files(path):
+    found = {}
+    for item in sorted(path.rglob("*")):
+        if item.is_file():
+            found[str(item.relative_to(path))] = (item.read_bytes(), item.stat().st_mode)
+    return found
+
+
+def host_state(fleet, name):
+    """Runtime values of every managed key, /etc/sysctl.d and the state directory."""
+    host = fleet.hosts[name]
+    return {
+        "runtime": {key: fleet.sysctl(name, key) for key in KEYS},
+        "sysctl_d": _files(host.sysctl_d),
+        "state": _files(host.state),
+    }
+
+
+def fleet_hash(fleet):
+    digest = hashlib.sha256()
+    for name in sorted(fleet.hosts):
+        digest.update(repr(host_state(fleet, name)).encode())
+    return digest.hexdigest()
+
+
+def recap(output):
+    """{host: {ok, changed, failed, ...}} from the PLAY RECAP."""
+    found = {}
+    for name, counts in re.findall(r"^(\w+)\s+:\s+(ok=.*)$", output, re.M):
+        found[name] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
+    return found
+
+
+def run(fleet, playbook, *args, **settings):
+    extra = {"portpool_tune_settings": settings.pop("settings", DESIRED),
+             "portpool_tune_serial": ["100%"]}
+    extra.update(settings)
+    result = fleet.playbook(playbook, *args, extra_vars=extra)
+    return result, result.stdout + result.stderr
+
+
+BAD = [
+    ({"ip_local_port_range": "50000 40000"}, "portpool_tune_settings.ip_local_port_range"),
+    ({"ip_local_port_range": "4000O 50000"}, "portpool_tune_settings.ip_local_port_range low"),
+    ({"ip_local_port_range": "500 50000"}, "ip_unprivileged_port_start 1024"),
+    ({"ip_local_port_range": "30000 70000"}, "portpool_tune_settings.ip_local_port_range high"),
+    ({"tcp_tw_reuse": 3}, "portpool_tune_settings.tcp_tw_reuse must be between 0 and 2"),
+    ({"tcp_tw_recycle": 1}, "portpool_tune_settings.tcp_tw_recycle is refused"),
+    ({"ip_local_port_range": "30000 50999; rm -rf /"},
+     "portpool_tune_settings.ip_local_port_range"),
+    ({"tcp_tw_reuse": "; rm -rf /"}, "portpool_tune_settings.tcp_tw_reuse must be an integer"),
+    ({"ip_local_port_range": ""}, "portpool_tune_settings.ip_local_port_range is empty"),
+]
+
+
+def test_bad_inputs_fail_before_any_host_changes(fleet):
+    before = fleet_hash(fleet)
+    for settings, message in BAD:
+        result, output = run(fleet, "playbooks/tune.yml", settings=settings)
+        assert result.returncode != 0, settings
+        assert message in output, (settings, output[-3000:])
+        assert "changed=0" in output and "changed=1" not in output, settings
+        assert fleet_hash(fleet) == before, settings
+
+
+def test_check_apply_repeat_and_rollback(fleet):
+    original = {name: host_state(fleet, name) for name in fleet.hosts}
+
+    # --check --diff: reports what would change, changes nothing anywhere.
+    result, output = run(fleet, "playbooks/tune.yml", "--check", "--diff")
+    assert result.returncode == 0, output[-4000:]
+    assert {name: host_state(fleet, name) for name in fleet.hosts} == original
+    assert "+net.ipv4.tcp_tw_reuse = 1" in output
+    assert "-net.ipv4.tcp_tw_reuse = 0" in output  # h03's runtime value, before
+    assert "would_change" in output
+
+    # Apply: canary, then the rest; every host, the sudo one too, gets the values.
+    result, output = run(fleet, "playbooks/tune.yml")
+    assert result.returncode == 0, output[-4000:]
+    counts = recap(output)
+    assert all(counts[name]["changed"] >= 1 and counts[name]["failed"] == 0
+               for name in fleet.hosts), counts
+    assert "99-late.conf" in output  # the override at boot is named
+    # Each changed host was measured by the quick probe as part of its verification.
+    probe = output.split("Measure the pool the new settings promise", 1)[1].split("TASK [", 1)[0]
+    assert all("ok: [%s]" % name in probe for name in fleet.hosts), probe
+    for name in fleet.hosts:
+        assert fleet.sysctl(name, "net.ipv4.ip_local_port_range") == "30000 50999"
+        assert fleet.sysctl(name, "net.ipv4.tcp_tw_reuse") == "1"
+        # The host layer wins over the group layer, key by key.
+        buckets = "300000" if name == "h01" else "262144"
+        assert fleet.sysctl(name, "net.ipv4.tcp_max_tw_buckets") == buckets
+        assert "net.ipv4.tcp_max_tw_buckets = %s\n" % buckets in (
+            fleet.hosts[name].sysctl_d / FILE).read_text()
+        content = (fleet.hosts[name].sysctl_d / FILE).read_text()
+        assert content.startswith("# Written by portpool")
+        assert "net.ipv4.ip_local_port_range = 30000 50999\n" in content
+        assert "net.ipv4.tcp_tw_reuse = 1\n" in content
+        assert '"' not in content
+        assert (fleet.hosts[name].sysctl_d / FILE).stat().st_mode & 0o777 == 0o644
+        assert (fleet.hosts[name].state / "tune-state.json").is_file()
+    # The listener inside the new range is reserved, at runtime and in the file.
+    assert fleet.sysctl("h02", "net.ipv4.ip_local_reserved_ports") == "45000"
+    assert "ip_local_reserved_ports = 45000" in (fleet.hosts["h02"].sysctl_d / FILE).read_text()
+    assert fleet.sysctl("h01", "net.ipv4.ip_local_reserved_ports") == ""
+
+    # A second run changes nothing.
+    result, output = run(fleet, "playbooks/tune.yml")
+    assert result.returncode == 0, output[-4000:]
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
+
+    # Rollback restores values and files byte for byte; a second rollback does nothing.
+    result, output = run(fleet, "playbooks/rollback.yml", "--diff")
+    assert result.returncode == 0, output[-4000:]
+    for name in fleet.hosts:
+        now = host_state(fleet, name)
+        assert now["runtime"] == original[name]["runtime"], name
+        assert now["sysctl_d"] == original[name]["sysctl_d"], name
+        assert list(now["state"]) == ["tune-state.rolled-back.json"]
+    result, output = run(fleet, "playbooks/rollback.yml")
+    assert result.returncode == 0, output[-4000:]
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
+
+
+def _tamper_once(path, stop, deadline=120):
+    """Append a line to `path` as soon as it appears (after the module wrote it)."""
+    end = time.monotonic() + deadline
+    while not stop.is_set() and time.monotonic() < end:
+        if path.exists():
+            with open(path, "a") as handle:
+                handle.write("# changed behind portpool's back\n")
+            return
+        time.sleep(0.01)
+
+
+def test_a_host_failing_verification_is_rolled_back_and_the_rollout_stops(fleet):
+    before = {name: host_state(fleet, name) for name in fleet.hosts}
+    stop = threading.Event()
+    # The canary's file changes after portpool wrote it: verification must catch it.
+    tamper = threading.Thread(target=_tamper_once, args=(fleet.hosts["h01"].sysctl_d / FILE, stop))
+    tamper.start()
+    try:
+        result, output = run(fleet, "playbooks/tune.yml", portpool_tune_serial=[1, "100%"])
+    finally:
+        stop.set()
+        tamper.join(timeout=10)
+    assert result.returncode != 0
+    assert "verification failed" in output, output[-3000:]
+    summary = output[output.index("Summarise the rollout"):]
+    assert re.search(r"rolled_back:\s*\n\s*- h01", summary), summary[:1500]
+    assert re.search(r"not_reached:\s*\n\s*- h02\s*\n\s*- h03", summary), summary[:1500]
+    for name in fleet.hosts:
+        now = host_state(fleet, name)
+        assert now["runtime"] == before[name]["runtime"], name
+        assert now["sysctl_d"] == before[name]["sysctl_d"], name
+    assert recap(output)["h01"]["failed"] == 1
+
+
+def test_unreachable_host_stops_the_rollout_and_no_host_is_half_changed(make_fleet):
+    fleet = make_fleet([HostSpec("r%d" % index, sysctls={"net.ipv4.tcp_tw_reuse": "0"})
+                        for index in range(1, 6)])
+    # r1's /proc/sys is read-only, as in a container: it fails alone, the others go on,
+    # and it takes no batch slot (the canary is r2).
+    fleet.run("r1", ["mount", "--bind", "/proc/sys", "/proc/sys"])
+    fleet.run("r1", ["mount", "-o", "remount,ro,bind", "/proc/sys"])
+    before = {name: host_state(fleet, name) for name in fleet.hosts}
+    fleet.kill_sshd("r3")
+    result, output = run(fleet, "playbooks/tune.yml", portpool_tune_serial=[1, 1, "100%"])
+    assert result.returncode != 0
+    assert "r1 cannot be tuned, nothing was changed on it" in output
+    assert "/proc/sys is not writable here" in output
+    assert recap(output)["r1"]["failed"] == 1
+    # The canary is all new; r3 (its batch failed) and the later batch are untouched.
+    assert fleet.sysctl("r2", "net.ipv4.tcp_tw_reuse") == "1"
+    assert fleet.sysctl("r2", "net.ipv4.ip_local_port_range") == "30000 50999"
+    assert (fleet.hosts["r2"].sysctl_d / FILE).is_file()
+    for name in ("r1", "r4", "r5"):
+        assert host_state(fleet, name) == before[name], name
+    r3 = fleet.hosts["r3"]
+    inside = ["ip", "netns", "exec", r3.netns, "cat"]
+    runtime = {key: " ".join(subprocess.run(
+        [*inside, "/proc/sys/" + key.replace(".", "/")], capture_output=True, text=True,
+        check=True, timeout=30).stdout.split()) for key in KEYS}
+    assert runtime == before["r3"]["runtime"]
+    assert _files(r3.sysctl_d) == before["r3"]["sysctl_d"]
+    assert _files(r3.state) == before["r3"]["state"]
+    summary = output[output.index("Summarise the rollout"):]
+    assert re.search(r"changed:\s*\n\s*- r2\s*\n", summary), summary[:1500]
+    assert re.search(r"failed:\s*\n\s*- r1\s*\n\s*- r3", summary), summary[:1500]
+    assert re.search(r"not_reached:\s*\n\s*- r4\s*\n\s*- r5", summary), summary[:1500]

@@ -1,0 +1,118 @@
+"""portpool_settings on the real kernel, run the way Ansible runs it.
+
+Each test runs `ansible localhost -m portpool_settings` inside an anonymous network
+namespace (its own net.* sysctls, gone when the shell exits) and a private mount
+namespace with a tmpfs over /etc/sysctl.d: the machine's own sysctls and files are
+never touched. The state directory is the test's temp dir.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def in_namespace(script, tmp_path, timeout=180):
+    """Run a shell script in a fresh net + mount namespace; return (stdout, stderr)."""
+    prologue = "\n".join([
+        "set -e",
+        "mount --make-rprivate /",
+        "mount -t tmpfs -o mode=0755 tmpfs /etc/sysctl.d",
+        "ip link set lo up",
+    ])
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"],
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "atmp"),
+               ANSIBLE_REMOTE_TEMP=str(tmp_path / "rtmp"), LANG="C.UTF-8")
+    result = subprocess.run(
+        ["unshare", "--net", "--mount", "--", "sh", "-c", prologue + "\n" + script],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout, result.stderr
+
+
+def module_call(args):
+    return "ansible localhost -m portpool_settings -a %s" % _quote(json.dumps(args))
+
+
+def _quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def results(stdout):
+    """Each ansible run's localhost result, in order (`localhost | STATUS => {json}`)."""
+    decoder = json.JSONDecoder()
+    found, index = [], 0
+    while True:
+        start = stdout.find("localhost | ", index)
+        if start < 0:
+            return found
+        start = stdout.index("{", start)
+        document, index = decoder.raw_decode(stdout, start)
+        found.append(document)
+
+
+def test_apply_repeat_and_rollback_on_the_real_kernel(tmp_path):
+    state = str(tmp_path / "state")
+    settings = {"ip_local_port_range": "40000 49999", "tcp_tw_reuse": 1,
+                "tcp_tw_reuse_delay": 200}
+    listener = ("%s -c 'import socket,time; s=socket.socket(); s.bind((\"0.0.0.0\", 45001)); "
+                "s.listen(); time.sleep(30)' >/dev/null 2>&1 &" % sys.executable)
+    script = "\n".join([
+        listener,
+        "sleep 0.5",
+        "echo 'net.ipv4.tcp_tw_reuse = 0' > /etc/sysctl.d/99-late.conf",
+        module_call({"settings": settings, "state_dir": state}),
+        "echo RANGE $(cat /proc/sys/net/ipv4/ip_local_port_range)",
+        "echo RESERVED $(cat /proc/sys/net/ipv4/ip_local_reserved_ports)",
+        "echo DELAY $(cat /proc/sys/net/ipv4/tcp_tw_reuse_delay)",
+        module_call({"settings": settings, "state_dir": state}),
+        module_call({"mode": "rollback", "state_dir": state}),
+        "echo RANGE $(cat /proc/sys/net/ipv4/ip_local_port_range)",
+        "echo RESERVED $(cat /proc/sys/net/ipv4/ip_local_reserved_ports)",
+        "echo DELAY $(cat /proc/sys/net/ipv4/tcp_tw_reuse_delay)",
+        "ls /etc/sysctl.d",
+        module_call({"mode": "rollback", "state_dir": state}),
+        "kill $! || true",
+    ])
+    stdout, stderr = in_namespace(script, tmp_path)
+    first, second, rollback, again = results(stdout)
+    assert first["changed"] is True, first
+    assert first["reserved_added"] == [45001]
+    assert first["overrides"] == [{"key": "net.ipv4.tcp_tw_reuse",
+                                   "file": "/etc/sysctl.d/99-late.conf"}]
+    assert "is also set in /etc/sysctl.d/99-late.conf" in stderr
+    lines = [line for line in stdout.splitlines() if line.split(" ")[0] in
+             ("RANGE", "RESERVED", "DELAY")]
+    assert lines[:3] == ["RANGE 40000 49999", "RESERVED 45001", "DELAY 200"]
+    assert second["changed"] is False, second
+    assert rollback["changed"] is True
+    assert lines[3:] == ["RANGE 32768 60999", "RESERVED", "DELAY 1000"]
+    assert "60-portpool.conf" not in stdout.split("DELAY 1000", 1)[1].split("{")[0]
+    assert again["changed"] is False
+
+
+def test_read_only_proc_sys_fails_clearly_and_changes_nothing(tmp_path):
+    state = str(tmp_path / "state")
+    script = "\n".join([
+        "mount --bind /proc/sys /proc/sys",
+        "mount -o remount,ro,bind /proc/sys",
+        module_call({"settings": {"tcp_tw_reuse": 1}, "state_dir": state}) + " || true",
+        "echo REUSE $(cat /proc/sys/net/ipv4/tcp_tw_reuse)",
+        "echo FILES $(ls /etc/sysctl.d)",
+    ])
+    stdout, _ = in_namespace(script, tmp_path)
+    (result,) = results(stdout)
+    assert "localhost | FAILED!" in stdout
+    assert "not writable" in result["msg"] and "nothing was changed" in result["msg"]
+    assert "REUSE 2" in stdout
+    assert "FILES \n" in stdout or stdout.rstrip().endswith("FILES")
+    assert not (tmp_path / "state").exists()
