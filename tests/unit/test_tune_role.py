@@ -29,7 +29,7 @@ def test_defaults_and_argument_specs_agree():
 def test_every_entry_point_the_playbooks_use_exists():
     used = set()
     for path in (ROLE / ".." / ".." / "playbooks").glob("*.yml"):
-        used.update(re.findall(r"tasks_from: (\w+)", path.read_text()))
+        used.update(re.findall(r"name: portpool_tune\s+tasks_from: (\w+)", path.read_text()))
     assert used <= set(_specs())
     for entry in _specs():
         assert (ROLE / "tasks" / ("%s.yml" % entry)).is_file()
