@@ -30,6 +30,7 @@ def test_every_entry_point_the_playbooks_use_exists():
     used = set()
     for path in (ROLE / ".." / ".." / "playbooks").glob("*.yml"):
         used.update(re.findall(r"name: portpool_tune\s+tasks_from: (\w+)", path.read_text()))
+    assert used == {"validate", "apply", "summary", "rollback"}
     assert used <= set(_specs())
     for entry in _specs():
         assert (ROLE / "tasks" / ("%s.yml" % entry)).is_file()
