@@ -257,6 +257,7 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.portpool_persisted import list_config_files, under_root
+from ansible.module_utils.portpool_sockdiag import listening_ports_proc
 from ansible.module_utils.portpool_sysctl import (
     normalise_value,
     parse_port_range,
@@ -272,7 +273,6 @@ from ansible.module_utils.portpool_tune_plan import (
     compute_diff,
     facts_mismatches,
     find_overrides,
-    parse_listeners,
     plan,
     probe_mismatches,
     render_file,
@@ -357,7 +357,7 @@ def read_listening_ports(proc_net):
     for name in ("tcp", "tcp6"):
         try:
             with open(os.path.join(proc_net, name), encoding="ascii", errors="replace") as handle:
-                ports.update(parse_listeners(handle.read()))
+                ports.update(listening_ports_proc(handle.read()))
         except FileNotFoundError:
             continue
     return sorted(ports)

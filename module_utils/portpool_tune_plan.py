@@ -220,21 +220,6 @@ def validate_fleet(hosts, min_pool_size=1):
     return by_host, errors, warnings
 
 
-def parse_listeners(text):
-    """Local ports of LISTEN sockets in /proc/net/tcp or tcp6 text."""
-    ports = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != "0A":
-            continue
-        _, _, port = fields[1].rpartition(":")
-        try:
-            ports.add(int(port, 16))
-        except ValueError:
-            continue
-    return sorted(ports)
-
-
 def plan(desired, current, *, unprivileged_start=None, listeners=(), protect=True,
          min_pool_size=1, optional=()):
     """Decide the target runtime values for one host.

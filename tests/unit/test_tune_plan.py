@@ -1,13 +1,13 @@
 """Pure decisions of portpool_tune: validation, planning, file, diff, boot overrides."""
 
 import pytest
+from ansible.module_utils.portpool_sockdiag import listening_ports_proc
 from ansible.module_utils.portpool_tune_plan import (
     FILE_HEADER,
     boot_files_with_ours,
     compute_diff,
     facts_mismatches,
     find_overrides,
-    parse_listeners,
     plan,
     probe_mismatches,
     render_file,
@@ -206,7 +206,7 @@ def test_lowering_tw_buckets_is_warned():
     assert "never" in decided["warnings"][0]
 
 
-def test_parse_listeners_reads_listen_sockets_only():
+def test_listening_ports_reads_listen_sockets_only():
     text = (
         "  sl  local_address rem_address   st tx_queue rx_queue\n"
         "   0: 00000000:AFC8 00000000:0000 0A 00000000:00000000\n"
@@ -214,7 +214,7 @@ def test_parse_listeners_reads_listen_sockets_only():
         "   2: 0100007F:9C40 0100007F:0050 01 00000000:00000000\n"
         "   3: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A x\n"
     )
-    assert parse_listeners(text) == [22, 8080, 45000]
+    assert sorted(listening_ports_proc(text)) == [22, 8080, 45000]
 
 
 # ---- the file and the diff -----------------------------------------------------------
