@@ -535,8 +535,10 @@ def check_parity(ctx):
     parity = "even" if low % 2 == 0 else "odd"
     return [_hit(
         "ip_local_port_range %d %d: both ends are %s (%s). connect() walks the even "
-        "ports first, then the odd ones; the kernel warns \"prefer different parity "
-        "for start/end values\"." % (low, high, parity, ctx.origin("ip_local_port_range")),
+        "ports first, then the odd ones, over a window rounded down to an even size, so "
+        "it may never hand out port %d; the kernel warns \"prefer different parity "
+        "for start/end values\"." % (low, high, parity, ctx.origin("ip_local_port_range"),
+                                     low),
         "Set net.ipv4.ip_local_port_range = \"%d %d\" %s." % (
             new_low, new_high, ctx.persist_hint("ip_local_port_range")))]
 

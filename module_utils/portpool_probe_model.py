@@ -215,6 +215,19 @@ def expected_count(low, high, spans, listener_port=None):
     return usable
 
 
+def low_end_may_be_skipped(low, high, spans):
+    """True when connect() may leave the low end of [low, high] unused.
+
+    With both ends of the same parity (an odd number of ports), connect()'s
+    search window is the range size rounded down to even (`remaining &= ~1` in
+    __inet_hash_connect since 4.6), and the low end port is reached only when
+    a search happens to start on it. Measured on 6.18: 5-15% of exhaustions
+    of such a range stop one short, always at the low end; never with ends of
+    different parity, and never when the low end is reserved anyway.
+    """
+    return (high - low) % 2 == 0 and low not in _reserved_set(spans, low, low)
+
+
 def plan_workers(target, fd_limit, reserve=FD_RESERVE, max_workers=MAX_WORKERS):
     """Spread `target` held connections over processes.
 
@@ -444,8 +457,11 @@ def build_result(plan, raw):
     hold["measured_range"] = list(measured)
     hold["fd_limit_below_pool"] = hold["fd_limit_per_process"] < plan["expected"]
     hold["seconds"] = round(hold["seconds"], 3)
+    hold["low_end_may_be_skipped"] = low_end_may_be_skipped(
+        measured[0], measured[1], plan["reserved_spans"])
     exhausted = hold["stopped_by"] == "EADDRNOTAVAIL"
-    matches = exhausted and hold["established"] == hold_expected
+    shortfall = hold_expected - hold["established"]
+    matches = exhausted and shortfall in ((0, 1) if hold["low_end_may_be_skipped"] else (0,))
 
     delay_ms = plan["reuse_delay_ms"]
     tw_reuse = settings["tw_reuse"]
@@ -480,6 +496,9 @@ def build_result(plan, raw):
             where += ", capped at %d connections" % plan["cap"]
     summary = "%s; held %d of %d expected, stopped by %s" % (
         where, hold["established"], hold_expected, hold["stopped_by"])
+    if exhausted and shortfall == 1 and hold["low_end_may_be_skipped"]:
+        summary += ("; port %d was never handed out: with both ends of the same parity"
+                    " connect() can skip the low end" % measured[0])
     return {
         "mode": plan["mode"],
         "scope": plan["scope"],

@@ -92,9 +92,12 @@ def _ok(result):
 
 
 def _exhausted(probe_result, established):
+    """The hold took exactly `established` ports, or one fewer where the kernel
+    may skip the range's low end (both ends of the same parity)."""
     hold = probe_result["hold"]
-    assert hold["established"] == established
     assert hold["expected"] == established
+    allowed = {established, established - 1} if hold["low_end_may_be_skipped"] else {established}
+    assert hold["established"] in allowed, hold
     assert hold["stopped_by"] == "EADDRNOTAVAIL"
     assert probe_result["matches_expected"] is True
     assert probe_result["per_destination"] is True
@@ -202,6 +205,7 @@ def test_descriptor_limit_below_the_pool_spreads_the_hold_odd_odd_bounds():
     assert hold["fd_limit_per_process"] == 300
     assert hold["fd_limit_below_pool"] is True
     assert hold["workers"] == 5
+    assert hold["low_end_may_be_skipped"] is True
     _exhausted(result, 999)
     assert result["churn"] is None
 

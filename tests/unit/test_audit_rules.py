@@ -135,6 +135,7 @@ def test_pp002_same_parity(facts):
     set_range(facts, 32768, 60998)
     (hit,) = only(findings(facts), "PP002")
     assert hit["severity"] == "low" and "both ends are even" in hit["message"]
+    assert "never hand out port 32768" in hit["message"]
     assert '"32768 60999"' in hit["recommendation"]
 
 

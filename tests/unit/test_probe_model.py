@@ -11,6 +11,7 @@ from ansible.module_utils.portpool_probe_model import (
     host_settings,
     lab_sysctl_writes,
     listener_port_candidates,
+    low_end_may_be_skipped,
     make_plan,
     measured_window,
     model_rate,
@@ -325,3 +326,31 @@ def test_build_result_not_exhausted_hides_the_checks():
     assert result["per_destination"] is None
     assert result["bind_zero_blocked"] is None
     assert result["churn"] is None
+
+
+def test_low_end_may_be_skipped_only_for_same_parity_ends_with_a_free_low_end():
+    assert low_end_may_be_skipped(40000, 40998, [])          # 999 ports, both even
+    assert low_end_may_be_skipped(40001, 40999, [])          # both odd
+    assert not low_end_may_be_skipped(40000, 40999, [])      # 1000 ports
+    assert not low_end_may_be_skipped(40000, 40998, [[40000, 40000]])  # low end reserved
+
+
+def test_a_same_parity_range_matches_one_short_but_not_two():
+    plan, _ = make_plan(params(), settings(**{"net.ipv4.ip_local_port_range": "40000 40998"}),
+                        is_root=True)
+    assert plan["measured_range"] == [40000, 40998]
+    full = build_result(plan, _raw(999, "EADDRNOTAVAIL"))
+    assert full["matches_expected"] is True and full["hold"]["low_end_may_be_skipped"]
+    assert "never handed out" not in full["summary"]
+    one_short = build_result(plan, _raw(998, "EADDRNOTAVAIL"))
+    assert one_short["matches_expected"] is True
+    assert "port 40000 was never handed out" in one_short["summary"]
+    assert build_result(plan, _raw(997, "EADDRNOTAVAIL"))["matches_expected"] is False
+
+
+def test_a_range_of_different_parity_must_match_exactly():
+    plan, _ = make_plan(params(), settings(**{"net.ipv4.ip_local_port_range": "40000 40999"}),
+                        is_root=True)
+    result = build_result(plan, _raw(999, "EADDRNOTAVAIL"))
+    assert result["hold"]["low_end_may_be_skipped"] is False
+    assert result["matches_expected"] is False
