@@ -5,8 +5,8 @@
 Builds an SSH test fleet of 16 hosts (needs root), warms both commands up once
 (SSH ControlPersist masters, Python caches), then runs them alternately and
 prints each median wall time and the median ratio audit/ping. Target: <= 1.5x.
-For scale it also times the audit without the probe (portpool_audit_probe=false):
-the probe's round trip is the largest single part of the audit.
+For scale it also times the audit without the probe (portpool_audit_probe=false),
+which shows what the quick probe adds to the one module round trip per host.
 The audit writes its reports into a temporary folder, not the repository's.
 """
 

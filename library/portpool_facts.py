@@ -68,6 +68,44 @@ options:
     type: str
     choices: [auto, netlink, proc]
     default: auto
+  probe:
+    description:
+      - Also run M(portpool_probe) with these options, in the same call, and return its
+        result as RV(probe). The audit uses this to pay one round trip per host.
+      - O(probe.sample_ports) larger than the host's usable pool is lowered to the pool
+        (a narrow range is a finding, not an error), unlike in M(portpool_probe).
+      - When the probe fails the module fails with the probe's message, and the result
+        still carries the facts under C(ansible_facts.portpool).
+      - See M(portpool_probe) for what each option does.
+    type: dict
+    suboptions:
+      mode:
+        description: C(lab) (a private network namespace, needs root) or C(host).
+        type: str
+        choices: [lab, host]
+        default: lab
+      scope:
+        description: C(quick) (O(probe.sample_ports) ports) or C(full) (the whole range).
+        type: str
+        choices: [quick, full]
+        default: quick
+      sample_ports:
+        description: Usable ports a C(quick) run measures (1000 by default).
+        type: int
+      churn_seconds:
+        description: Seconds of connect-and-close per churn destination; C(0) disables it.
+        type: float
+        default: 1.5
+      timeout:
+        description: Upper bound in seconds for the hold.
+        type: int
+        default: 120
+      max_connections:
+        description: Stop the hold after this many connections.
+        type: int
+      destination:
+        description: C(mode=host) only; the loopback address the hold connects to.
+        type: str
 attributes:
   check_mode:
     support: full
@@ -110,12 +148,25 @@ EXAMPLES = r"""
       - haproxy.service
     destinations_top: 50
 
+- name: Gather the facts and run a quick probe in one round trip (needs root)
+  portpool_facts:
+    probe:
+      churn_seconds: 0
+  become: true
+  register: pool
+
 - name: Read the sysctl.d tree of a mounted image instead of the running system's
   portpool_facts:
     config_root: /mnt/image
 """
 
 RETURN = r"""
+probe:
+  description: What M(portpool_probe) returns as RV(portpool_probe#module:probe), when
+    O(probe) is set; null when the probe was skipped (O(probe.mode=host) in check mode).
+  returned: when O(probe) is set
+  type: dict
+  sample: {"matches_expected": true, "hold": {"established": 1000, "expected": 1000}}
 ansible_facts:
   description: Facts to add to ansible_facts.
   returned: always
@@ -271,6 +322,7 @@ from ansible.module_utils.portpool_limits import (
     unit_cgroup_pids,
 )
 from ansible.module_utils.portpool_persisted import find_drift, read_persisted
+from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
 from ansible.module_utils.portpool_sockdiag import (
     ALL_STATES,
     LISTEN,
@@ -308,6 +360,7 @@ def get_argument_spec():
         "proc_root": {"type": "path", "default": "/proc"},
         "socket_source": {"type": "str", "choices": ["auto", "netlink", "proc"],
                           "default": "auto"},
+        "probe": {"type": "dict", "options": probe_argument_spec()},
     }
 
 
@@ -493,6 +546,15 @@ def gather(module, params):
     return facts, warnings
 
 
+def probe_options(options, facts):
+    """The probe's options, with a sample larger than the usable pool lowered to it."""
+    options = dict(options)
+    usable = (facts.get("ephemeral") or {}).get("usable")
+    if options.get("sample_ports") and usable and options["sample_ports"] > usable:
+        options["sample_ports"] = usable
+    return options
+
+
 def main():
     module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
     if module.params["destinations_top"] < 0:
@@ -503,7 +565,15 @@ def main():
         module.fail_json(msg="socket_source=netlink: %s" % exc)
     for warning in warnings:
         module.warn(warning)
-    module.exit_json(changed=False, ansible_facts={"portpool": facts})
+    result = {"changed": False, "ansible_facts": {"portpool": facts}}
+    if module.params["probe"] is not None:
+        outcome = measure(probe_options(module.params["probe"], facts), module.check_mode)
+        if outcome.error:
+            module.fail_json(msg="probe: %s" % outcome.error, **result)
+        if outcome.skipped:
+            module.warn("probe skipped: %s" % outcome.skipped)
+        result["probe"] = outcome.probe
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

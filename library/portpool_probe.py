@@ -396,75 +396,22 @@ probe:
       sample: "quick: measured 32768-33767 (1000 usable ports) in a lab namespace; ..."
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.portpool_probe_engine import ProbeError, Terminated, run_probe
-from ansible.module_utils.portpool_probe_model import (
-    COPIED_KEYS,
-    DEFAULT_CHURN_SECONDS,
-    DEFAULT_TIMEOUT,
-    build_result,
-    check_options,
-    host_settings,
-    make_plan,
-)
-from ansible.module_utils.portpool_sysctl import read_sysctl
+from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
 
 
 def get_argument_spec():
-    return {
-        "mode": {"type": "str", "default": "lab", "choices": ["lab", "host"]},
-        "scope": {"type": "str", "default": "quick", "choices": ["quick", "full"]},
-        "sample_ports": {"type": "int"},
-        "churn_seconds": {"type": "float", "default": DEFAULT_CHURN_SECONDS},
-        "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
-        "max_connections": {"type": "int"},
-        "destination": {"type": "str"},
-    }
-
-
-def read_host_values(root="/proc/sys"):
-    """The host's texts of the sysctls the lab copies (None when absent)."""
-    return {key: read_sysctl(key, root) for key in COPIED_KEYS}
-
-
-def prepare(params, values, is_root):
-    """Validate options and decide the plan; returns (plan, error message)."""
-    errors = check_options(params)
-    if errors:
-        return None, "; ".join(errors)
-    if params["mode"] == "lab" and not is_root:
-        return None, ("mode=lab needs root to create its network namespace: use become: true,"
-                      " or mode=host to measure in the host's own namespace")
-    try:
-        settings = host_settings(values)
-    except ValueError as exc:
-        return None, "cannot read the host's settings: %s" % exc
-    return make_plan(params, settings, is_root)
+    return probe_argument_spec()
 
 
 def main():
     module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
-    params = module.params
-    is_root = os.geteuid() == 0
-    try:
-        values = read_host_values()
-    except OSError as exc:
-        module.fail_json(msg="cannot read /proc/sys: %s" % exc)
-    plan, error = prepare(params, values, is_root)
-    if error:
-        module.fail_json(msg=error)
-    if module.check_mode and params["mode"] == "host":
-        module.exit_json(changed=False, skipped=True,
-                         msg="mode=host holds the host's own ports; nothing measured in check mode")
-    try:
-        raw = run_probe(plan)
-    except (ProbeError, Terminated) as exc:
-        module.fail_json(msg=str(exc))
-    except Exception as exc:  # run_probe has already reaped its children
-        module.fail_json(msg="the probe failed: %s: %s" % (type(exc).__name__, exc))
-    module.exit_json(changed=False, probe=build_result(plan, raw))
+    outcome = measure(module.params, module.check_mode)
+    if outcome.error:
+        module.fail_json(msg=outcome.error)
+    if outcome.skipped:
+        module.exit_json(changed=False, skipped=True, msg=outcome.skipped)
+    module.exit_json(changed=False, probe=outcome.probe)
 
 
 if __name__ == "__main__":

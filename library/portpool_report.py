@@ -3,7 +3,10 @@
 # Copyright: portpool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
+
+# Documentation only: the work is done on the controller by
+# action_plugins/portpool_report.py (module_utils/portpool_report_run.py).
 
 DOCUMENTATION = r"""
 ---
@@ -230,74 +233,3 @@ summary:
     h01    ok           high   2         PP004 Listening service port inside the range
     report: /home/ops/portpool/reports/20261123T193025Z/report.html
 """
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.portpool_report import FORMATS, SEVERITIES
-
-try:
-    from ansible.module_utils.portpool_report_render import build_report
-    IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - jinja2 missing on the controller
-    build_report = None
-    IMPORT_ERROR = exc
-
-
-def get_argument_spec():
-    return dict(
-        dest=dict(type="path", required=True),
-        result_dirs=dict(type="list", elements="path", required=True),
-        templates=dict(type="path", required=True),
-        formats=dict(type="list", elements="str", choices=list(FORMATS),
-                     default=list(FORMATS)),
-        fail_on=dict(type="str", choices=list(SEVERITIES), default="high"),
-        rules_file=dict(type="path"),
-        top_destinations=dict(type="int", default=20),
-        chart_hosts=dict(type="int", default=50),
-        console_hosts=dict(type="int", default=20),
-        title=dict(type="str", default="portpool fleet report"),
-        latest_link=dict(type="bool", default=True),
-    )
-
-
-def validate(params):
-    """Problems with the parameters that the argument spec cannot express."""
-    problems = []
-    for name in ("top_destinations", "chart_hosts", "console_hosts"):
-        if params[name] < 0:
-            problems.append("%s must be 0 or more, got %d" % (name, params[name]))
-    if not params["result_dirs"]:
-        problems.append("result_dirs must name at least one folder")
-    return problems
-
-
-def main():
-    module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
-    if IMPORT_ERROR is not None:
-        module.fail_json(msg="portpool_report needs jinja2 on the controller: %s"
-                         % IMPORT_ERROR)
-    params = module.params
-    problems = validate(params)
-    if problems:
-        module.fail_json(msg="; ".join(problems))
-    try:
-        result = build_report(
-            params["result_dirs"], params["dest"], params["templates"],
-            formats=params["formats"], fail_on=params["fail_on"],
-            top_destinations=params["top_destinations"],
-            chart_hosts=params["chart_hosts"], console_hosts=params["console_hosts"],
-            title=params["title"], rules_file=params["rules_file"],
-            latest_link=params["latest_link"], check_mode=module.check_mode)
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg="could not write the report into %s: %s"
-                         % (params["dest"], exc))
-    result.pop("stats")
-    warnings = result.pop("warnings")
-    for warning in warnings[:50]:
-        module.warn(warning)
-    if len(warnings) > 50:
-        module.warn("%d more warning(s) in the report" % (len(warnings) - 50))
-    module.exit_json(changed=not module.check_mode, **result)
-
-
-if __name__ == "__main__":
-    main()

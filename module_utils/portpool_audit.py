@@ -1101,15 +1101,16 @@ def context_from_results(host, groups, facts_result, probe_result, policy):
     """Build a HostContext from the registered task results of one host.
 
     `facts_result`/`probe_result` are what `register:` captured (or None when the
-    task never ran). Status: unreachable when either was unreachable, failed when
-    either failed or the facts are missing, ok otherwise.
+    task never ran); the probe comes from the facts result when portpool_facts
+    ran it (its `probe` option). Status: unreachable when either was
+    unreachable, failed when either failed or the facts are missing, ok otherwise.
     """
     facts_result = facts_result or {}
     probe_result = probe_result or {}
     status, error = "ok", None
     facts = ((facts_result.get("ansible_facts") or {}).get("portpool")
              or facts_result.get("portpool"))
-    probe = probe_result.get("probe")
+    probe = probe_result.get("probe") or facts_result.get("probe")
     for step, result in (("portpool_facts", facts_result), ("portpool_probe", probe_result)):
         if result.get("unreachable"):
             status, error = "unreachable", _error_text(result)

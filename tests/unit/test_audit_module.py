@@ -1,10 +1,12 @@
-"""library/portpool_audit.py: result files, run folders, the preflight gate list."""
+"""The portpool_audit action (module_utils/portpool_audit_run.py, documented in
+library/portpool_audit.py): result files, run folders, the preflight gate list."""
 
 import json
 from pathlib import Path
 
 import portpool_audit
 import pytest
+from ansible.module_utils import portpool_audit_run as audit_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 
@@ -47,7 +49,7 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
          "probe_result": {"skipped": True}, "audited_at": "2026-11-23T19:00:01Z"},
         None,
     ]
-    result = portpool_audit.run(params(entries, None, str(tmp_path),
+    result = audit_run.run(params(entries, None, str(tmp_path),
                                        ["clean", "messy", "dead", "vanished"]))
     run_dir = Path(result["run_dir"])
     assert run_dir.parent == tmp_path / "reports"
@@ -81,7 +83,7 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
 
 def test_fail_on_and_waivers_per_host(tmp_path):
     waive = [{"rule": "*", "hosts": ["messy"], "reason": "known"}]
-    result = portpool_audit.run(params(
+    result = audit_run.run(params(
         [entry("messy", load("facts_messy.json"), portpool_audit_waivers=waive,
                portpool_preflight_fail_on="info"),
          entry("clean", load("facts_clean.json"), portpool_preflight_fail_on="info")],
@@ -95,16 +97,16 @@ def test_fail_on_and_waivers_per_host(tmp_path):
 def test_explicit_run_dir_is_reused_and_playbooks_dir_maps_to_its_parent(tmp_path):
     (tmp_path / "playbooks").mkdir()
     for _ in range(2):
-        result = portpool_audit.run(params([entry("a", load("facts_clean.json"))], "reports/x",
+        result = audit_run.run(params([entry("a", load("facts_clean.json"))], "reports/x",
                                            str(tmp_path / "playbooks")))
         assert result["run_dir"] == str(tmp_path / "reports" / "x")
 
 
 def test_default_run_dirs_never_collide(tmp_path):
-    path, fresh = portpool_audit.resolve_run_dir(None, str(tmp_path), stamp="20260101T000000Z")
+    path, fresh = audit_run.resolve_run_dir(None, str(tmp_path), stamp="20260101T000000Z")
     assert fresh
-    first = portpool_audit.make_unique(path)
-    second = portpool_audit.make_unique(path)
+    first = audit_run.make_unique(path)
+    second = audit_run.make_unique(path)
     assert first != second and second.endswith("-2")
 
 
@@ -115,7 +117,7 @@ def test_default_run_dirs_never_collide(tmp_path):
     ("host with space", "host_with_space"),
 ])
 def test_safe_name(name, expected):
-    assert portpool_audit.safe_name(name) == expected
+    assert audit_run.safe_name(name) == expected
 
 
 def test_policy_vars_are_typed_and_checked():
@@ -148,6 +150,23 @@ def test_policy_vars_cover_every_policy_key():
 def test_documentation_parses():
     import yaml
     doc = yaml.safe_load(portpool_audit.DOCUMENTATION)
-    assert set(doc["options"]) == set(portpool_audit.get_argument_spec())
+    assert set(doc["options"]) == set(audit_run.audit_argument_spec())
     yaml.safe_load(portpool_audit.EXAMPLES)
     assert "blocking" in yaml.safe_load(portpool_audit.RETURN)
+
+
+def test_the_probe_can_come_with_the_facts_in_one_result(tmp_path):
+    """portpool_facts with its `probe` option: one registered result per host."""
+    facts, probe = load("facts_clean.json"), load("probe_clean.json")
+    together = entry("together", facts)
+    together["facts_result"]["probe"] = probe
+    broken = entry("broken", facts)
+    broken["facts_result"].update(failed=True, msg="probe: mode=lab needs root")
+    result = audit_run.run(params([together, broken], "run", str(tmp_path)))
+    results = Path(result["run_dir"]) / "results"
+    doc = json.loads((results / "together.json").read_text())
+    assert (doc["status"], doc["probe"]["scope"]) == ("ok", "quick")
+    doc = json.loads((results / "broken.json").read_text())
+    assert doc["status"] == "failed" and doc["probe"] is None
+    assert doc["error"] == "portpool_facts: probe: mode=lab needs root"
+    assert doc["facts"]["ephemeral"]["usable"] == 28232

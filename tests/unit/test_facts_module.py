@@ -5,8 +5,11 @@ import os
 from pathlib import Path
 
 import portpool_facts
+import portpool_probe
 import pytest
 import yaml
+from ansible.module_utils import basic
+from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.portpool_limits import (
     describe_pid,
     is_unit,
@@ -16,6 +19,7 @@ from ansible.module_utils.portpool_limits import (
     pids_by_comm,
     unit_cgroup_pids,
 )
+from ansible.module_utils.portpool_probe_run import Outcome
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROC = FIXTURES / "proc_facts"
@@ -187,19 +191,40 @@ def test_describe_unreadable_pid_warns(tmp_path):
     assert len(warnings) == 2
 
 
+def _same_options(documented, spec, where=""):
+    assert set(documented) == set(spec), where
+    for name, option in documented.items():
+        assert option["type"] == spec[name]["type"], where + name
+        assert option.get("default") == spec[name].get("default"), where + name
+        assert option.get("choices") == spec[name].get("choices"), where + name
+        if "suboptions" in option or "options" in spec[name]:
+            _same_options(option["suboptions"], spec[name]["options"], name + ".")
+
+
 def test_documentation_matches_argument_spec():
     doc = yaml.safe_load(portpool_facts.DOCUMENTATION)
-    spec = portpool_facts.get_argument_spec()
-    assert set(doc["options"]) == set(spec)
-    for name, option in doc["options"].items():
-        assert option["type"] == spec[name]["type"], name
-        assert option.get("default") == spec[name].get("default"), name
-        assert option.get("choices") == spec[name].get("choices"), name
+    _same_options(doc["options"], portpool_facts.get_argument_spec())
     returned = yaml.safe_load(portpool_facts.RETURN)
     keys = returned["ansible_facts"]["contains"]["portpool"]["contains"]
     assert set(keys) == {"sysctl", "kernel", "ephemeral", "persisted", "sockets",
                          "destinations", "listeners_in_range", "limits"}
+    assert "probe" in returned
     yaml.safe_load(portpool_facts.EXAMPLES)
+
+
+def test_probe_options_are_the_probe_modules():
+    spec = portpool_facts.get_argument_spec()["probe"]["options"]
+    assert spec == portpool_probe.get_argument_spec()
+
+
+def test_probe_sample_larger_than_the_pool_is_lowered_to_it():
+    facts = {"ephemeral": {"usable": 999}}
+    assert portpool_facts.probe_options({"sample_ports": 1000}, facts)["sample_ports"] == 999
+    assert portpool_facts.probe_options({"sample_ports": 500}, facts)["sample_ports"] == 500
+    assert portpool_facts.probe_options({"sample_ports": None}, facts)["sample_ports"] is None
+    # Unknown pool: the probe reads the range itself and reports what is wrong.
+    assert portpool_facts.probe_options({"sample_ports": 1000}, {"ephemeral": None}) == {
+        "sample_ports": 1000}
 
 
 def test_fact_names_are_identifiers():
@@ -233,3 +258,57 @@ def test_netlink_unavailable_falls_back_to_proc(monkeypatch):
                         "Protocol not supported); reading /proc/net/tcp"]
     with pytest.raises(NetlinkUnavailable):
         portpool_facts.collect_sockets(40000, 49999, "netlink", str(PROC))
+
+
+def _run_main(monkeypatch, capsys, args, outcome):
+    """main() with gather() and the probe replaced; returns (result, probe options seen)."""
+    seen = []
+
+    def fake_measure(options, check_mode):
+        seen.append(options)
+        return outcome
+
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args})))
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
+    monkeypatch.setattr(portpool_facts, "gather",
+                        lambda module, params: ({"ephemeral": {"usable": 999}}, []))
+    monkeypatch.setattr(portpool_facts, "measure", fake_measure)
+    with pytest.raises(SystemExit):
+        portpool_facts.main()
+    return json.loads(capsys.readouterr().out), seen
+
+
+def test_main_without_probe_runs_none(monkeypatch, capsys):
+    result, seen = _run_main(monkeypatch, capsys, {}, Outcome(error="must not run"))
+    assert seen == [] and "probe" not in result
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
+def test_main_returns_the_probe_next_to_the_facts(monkeypatch, capsys):
+    result, seen = _run_main(monkeypatch, capsys, {"probe": {"sample_ports": 1000}},
+                             Outcome(probe={"matches_expected": True}))
+    assert seen[0]["sample_ports"] == 999 and seen[0]["mode"] == "lab"
+    assert result["probe"] == {"matches_expected": True}
+    assert not result.get("failed")
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
+def test_main_fails_on_a_probe_error_and_keeps_the_facts(monkeypatch, capsys):
+    result, _ = _run_main(monkeypatch, capsys, {"probe": {}},
+                          Outcome(error="mode=lab needs root"))
+    assert result["failed"] is True
+    assert result["msg"] == "probe: mode=lab needs root"
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
+def test_main_warns_when_the_probe_is_skipped(monkeypatch, capsys):
+    result, _ = _run_main(monkeypatch, capsys, {"probe": {"mode": "host"}},
+                          Outcome(skipped="nothing measured in check mode"))
+    assert result["probe"] is None
+    assert any("probe skipped" in str(warning) for warning in result["warnings"])
+
+
+def test_main_rejects_a_bad_probe_option(monkeypatch, capsys):
+    result, seen = _run_main(monkeypatch, capsys, {"probe": {"mode": "remote"}}, Outcome())
+    assert seen == [] and result["failed"] is True
+    assert "probe" in result["msg"] and "mode" in result["msg"]

@@ -1,4 +1,5 @@
-"""portpool_probe's module surface: documentation, option checks, readers."""
+"""portpool_probe's module surface (and portpool_probe_run): documentation, option checks,
+readers."""
 
 import json
 import sys
@@ -8,6 +9,7 @@ import portpool_probe
 import pytest
 import yaml
 from ansible.module_utils import basic
+from ansible.module_utils import portpool_probe_run as probe_run
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.portpool_probe_engine import count_port_sockets, netstat_counter
 
@@ -57,18 +59,18 @@ def _params(**overrides):
 
 
 def test_prepare_needs_root_for_the_lab():
-    plan, error = portpool_probe.prepare(_params(), HOST, is_root=False)
+    plan, error = probe_run.prepare(_params(), HOST, is_root=False)
     assert plan is None
     assert "use become: true" in error
     assert "mode=host" in error
-    plan, error = portpool_probe.prepare(_params(mode="host"), HOST, is_root=False)
+    plan, error = probe_run.prepare(_params(mode="host"), HOST, is_root=False)
     assert error is None
     assert plan["listener_candidates"][0] == 41000
 
 
 def test_prepare_reports_host_settings_it_cannot_read():
     values = dict(HOST, **{"net.ipv4.ip_local_port_range": "40000"})
-    _, error = portpool_probe.prepare(_params(), values, is_root=True)
+    _, error = probe_run.prepare(_params(), values, is_root=True)
     assert error.startswith("cannot read the host's settings")
 
 
@@ -77,7 +79,7 @@ def test_read_host_values_from_a_fixture_tree(tmp_path):
     ipv4.mkdir(parents=True)
     (ipv4 / "ip_local_port_range").write_text("40000\t40999\n")
     (ipv4 / "tcp_tw_reuse").write_text("1\n")
-    values = portpool_probe.read_host_values(str(tmp_path))
+    values = probe_run.read_host_values(str(tmp_path))
     assert values["net.ipv4.ip_local_port_range"] == "40000 40999"
     assert values["net.ipv4.tcp_tw_reuse"] == "1"
     assert values["net.ipv4.tcp_tw_reuse_delay"] is None
@@ -93,9 +95,9 @@ def _run_main(monkeypatch, args, values=HOST, euid=0):
 
     monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args})))
     monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    monkeypatch.setattr(portpool_probe, "read_host_values", lambda root="/proc/sys": values)
-    monkeypatch.setattr(portpool_probe, "run_probe", fake_run_probe)
-    monkeypatch.setattr(portpool_probe.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(probe_run, "read_host_values", lambda root="/proc/sys": values)
+    monkeypatch.setattr(probe_run, "run_probe", fake_run_probe)
+    monkeypatch.setattr(probe_run.os, "geteuid", lambda: euid)
     monkeypatch.setattr(sys, "argv", ["portpool_probe"])
     with pytest.raises(SystemExit):
         portpool_probe.main()

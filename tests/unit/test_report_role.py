@@ -4,6 +4,7 @@ from pathlib import Path
 
 import portpool_report
 import yaml
+from ansible.module_utils import portpool_report_run as report_run
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "portpool_report"
 
@@ -31,14 +32,14 @@ def test_every_default_is_commented():
 
 def test_format_choices_match_the_module():
     options = load("meta/argument_specs.yml")["argument_specs"]["main"]["options"]
-    spec = portpool_report.get_argument_spec()
+    spec = report_run.report_argument_spec()
     assert options["portpool_report_formats"]["choices"] == spec["formats"]["choices"]
     assert options["portpool_report_junit_fail_on"]["choices"] == spec["fail_on"]["choices"]
 
 
 def test_module_documentation_matches_its_argument_spec():
     documented = yaml.safe_load(portpool_report.DOCUMENTATION)["options"]
-    spec = portpool_report.get_argument_spec()
+    spec = report_run.report_argument_spec()
     assert set(documented) == set(spec)
     for name, option in spec.items():
         assert documented[name]["type"] == option["type"], name
@@ -51,6 +52,6 @@ def test_module_documentation_matches_its_argument_spec():
 def test_module_rejects_negative_counts():
     params = {"top_destinations": -1, "chart_hosts": 0, "console_hosts": 0,
               "result_dirs": []}
-    problems = portpool_report.validate(params)
+    problems = report_run.validate(params)
     assert any("top_destinations" in problem for problem in problems)
     assert any("result_dirs" in problem for problem in problems)

@@ -1,0 +1,35 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""portpool_audit runs here, in the controller: documentation in library/portpool_audit.py."""
+
+from __future__ import annotations
+
+import os
+
+import ansible.module_utils
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+# The project's module_utils reach targets inside AnsiballZ; the controller finds
+# them through the package path, next to this folder.
+_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
+from ansible.module_utils.portpool_audit_run import audit_argument_spec, run  # noqa: E402
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, params = self.validate_argument_spec(argument_spec=audit_argument_spec())
+        try:
+            result.update(run(params))
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise AnsibleActionFail("portpool_audit: %s: %s" % (type(exc).__name__, exc)) from exc
+        return result

@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The portpool_audit action: judge every host, write one result file per host.
+
+Runs on the controller, inside the portpool_audit action plugin: the registered
+results of every host go straight from memory to the rules, with no module
+process and no JSON round trip for the whole fleet's facts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+
+from ansible.module_utils.portpool_audit import (
+    SEVERITIES,
+    SEVERITY_RANK,
+    HostContext,
+    blocking,
+    catalogue,
+    context_from_results,
+    evaluate,
+    host_document,
+    policy_from_vars,
+    worst_severity,
+)
+
+
+def audit_argument_spec():
+    return {
+        "names": {"type": "list", "elements": "str", "required": True},
+        "hosts": {"type": "list", "elements": "raw", "default": []},
+        "facts_results": {"type": "list", "elements": "raw", "default": []},
+        "probe_results": {"type": "list", "elements": "raw", "default": []},
+        "run_dir": {"type": "str"},
+        "base_dir": {"type": "path", "required": True},
+    }
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def resolve_run_dir(run_dir, base_dir, stamp=None):
+    """Absolute run folder; a new `reports/<timestamp>` one when run_dir is empty."""
+    base = os.path.abspath(base_dir)
+    if os.path.basename(base.rstrip(os.sep)) == "playbooks":
+        base = os.path.dirname(base)
+    if run_dir:
+        return os.path.normpath(os.path.join(base, run_dir)), False
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return os.path.join(base, "reports", stamp), True
+
+
+def make_unique(path):
+    """Create `path`, or `path-2`, `path-3`... when a run in the same second took it."""
+    candidate, number = path, 1
+    while True:
+        try:
+            os.makedirs(candidate)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = "%s-%d" % (path, number)
+            if number > 1000:
+                raise
+
+
+def safe_name(host):
+    """A file name for an inventory name: path separators and odd characters become _."""
+    name = re.sub(r"[^A-Za-z0-9._@:+-]", "_", str(host))
+    return "_" + name if name.startswith(".") or not name else name
+
+
+def write_json(path, data):
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    folder = os.path.dirname(path)
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1, sort_keys=True, default=str)
+            out.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _at(items, index, default=None):
+    value = items[index] if index < len(items) else None
+    return default if value is None else value
+
+
+def build_contexts(params):
+    """HostContexts, audit times and group lists from the module's parallel lists."""
+    contexts, times, groups = [], {}, {}
+    for index, name in enumerate(params["names"]):
+        info = _at(params["hosts"], index, {})
+        host_groups = list(info.get("groups") or [])
+        policy = policy_from_vars(info.get("vars") or {}, name)
+        facts_result = _at(params["facts_results"], index)
+        if facts_result is None:
+            ctx = HostContext(name, policy=policy, groups=host_groups, status="failed",
+                              error="no audit input: the host left the play early")
+        else:
+            ctx = context_from_results(name, host_groups, facts_result,
+                                       _at(params["probe_results"], index), policy)
+        contexts.append(ctx)
+        times[name] = info.get("started") or utc_now()
+        groups[name] = host_groups
+    return contexts, times, groups
+
+
+def run(params):
+    """Evaluate and write every file; return the module's result dict."""
+    contexts, times, groups = build_contexts(params)
+    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
+    if fresh:
+        path = make_unique(path)
+    results_dir = os.path.join(path, "results")
+    os.makedirs(results_dir, exist_ok=True)
+    rules_file = os.path.join(path, "rules.json")
+    write_json(rules_file, catalogue())
+    findings = evaluate(contexts)
+    lines, gate = [], []
+    counts = dict.fromkeys(SEVERITIES, 0)
+    for ctx in contexts:
+        mine = findings[ctx.host]
+        file_path = os.path.join(results_dir, safe_name(ctx.host) + ".json")
+        write_json(file_path, host_document(ctx, mine, times[ctx.host], groups[ctx.host]))
+        for item in mine:
+            if not item["waived"]:
+                counts[item["severity"]] += 1
+        gate.extend(blocking(mine, ctx.policy.get("fail_on") or "high"))
+        lines.append({
+            "host": ctx.host,
+            "status": ctx.status,
+            "worst": worst_severity(mine),
+            "findings": len(mine),
+            "waived": sum(1 for item in mine if item["waived"]),
+            "file": file_path,
+        })
+    gate.sort(key=lambda item: (-SEVERITY_RANK[item["severity"]], item["host"], item["id"]))
+    blocking_lines = ["%s %s %s %s: %s" % (
+        item["severity"].upper(), item["id"], item["host"], item["title"], item["message"])
+        for item in gate]
+    return {
+        "changed": True,
+        "run_dir": path,
+        "results_dir": results_dir,
+        "rules_file": rules_file,
+        "hosts": lines,
+        "counts": counts,
+        "blocking": [{key: item[key] for key in ("host", "id", "severity", "title", "message")}
+                     for item in gate],
+        "blocking_lines": blocking_lines,
+    }
