@@ -6,7 +6,7 @@
 Every rule has a stable id (PP001...), a default severity, a one-line title and a
 description (the catalogue, written to rules.json and docs/rules.md). A host rule
 takes a HostContext and returns findings; the fleet rule (drift, PP015) takes every
-host's context at once. Nothing here touches the system: the portpool_audit module
+host's context at once. Nothing here touches the system: the portpool_audit action
 feeds it what portpool_facts and portpool_probe returned and writes the results.
 
 The facts are read through small accessors (sysctl_value, persisted_entry, ...) so a

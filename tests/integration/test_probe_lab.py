@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("PORTPOOL_VENV_BIN", REPO / ".venv" / "bin"))
-if not (VENV_BIN / "ansible").exists():
-    VENV_BIN = Path("/work/main/.venv/bin")
+if not (VENV_BIN / "ansible").exists():  # a worktree without its own venv
+    VENV_BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.root
 
