@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 
@@ -28,6 +27,7 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
+from ansible.module_utils.portpool_report import safe_file_name
 
 
 def audit_argument_spec():
@@ -70,12 +70,6 @@ def make_unique(path):
                 raise
 
 
-def safe_name(host):
-    """A file name for an inventory name: path separators and odd characters become _."""
-    name = re.sub(r"[^A-Za-z0-9._@:+-]", "_", str(host))
-    return "_" + name if name.startswith(".") or not name else name
-
-
 def write_json(path, data):
     """Write JSON atomically (temp file in the same folder, then rename)."""
     folder = os.path.dirname(path)
@@ -98,7 +92,7 @@ def _at(items, index, default=None):
 
 
 def build_contexts(params):
-    """HostContexts, audit times and group lists from the module's parallel lists."""
+    """HostContexts, audit times and group lists from the action's parallel lists."""
     contexts, times, groups = [], {}, {}
     for index, name in enumerate(params["names"]):
         info = _at(params["hosts"], index, {})
@@ -118,7 +112,7 @@ def build_contexts(params):
 
 
 def run(params):
-    """Evaluate and write every file; return the module's result dict."""
+    """Evaluate and write every file; return the action's result dict."""
     contexts, times, groups = build_contexts(params)
     path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
     if fresh:
@@ -132,7 +126,7 @@ def run(params):
     counts = dict.fromkeys(SEVERITIES, 0)
     for ctx in contexts:
         mine = findings[ctx.host]
-        file_path = os.path.join(results_dir, safe_name(ctx.host) + ".json")
+        file_path = os.path.join(results_dir, safe_file_name(ctx.host) + ".json")
         write_json(file_path, host_document(ctx, mine, times[ctx.host], groups[ctx.host]))
         for item in mine:
             if not item["waived"]:

@@ -110,14 +110,19 @@ def test_default_run_dirs_never_collide(tmp_path):
     assert first != second and second.endswith("-2")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("web-01.example.net", "web-01.example.net"),
-    ("a/b", "a_b"),
-    ("..", "_.."),
-    ("host with space", "host_with_space"),
-])
-def test_safe_name(name, expected):
-    assert audit_run.safe_name(name) == expected
+def test_result_file_names_never_collide_or_leave_the_folder(tmp_path):
+    """One file per host, named as the report names hosts (portpool_report.safe_file_name)."""
+    names = ["web-01.example.net", "a/b", "a_b", "..", "host with space"]
+    dead = {"unreachable": True, "msg": "ssh: connection refused"}
+    result = audit_run.run({"names": names, "hosts": [], "facts_results": [dead] * len(names),
+                            "probe_results": [], "run_dir": "run", "base_dir": str(tmp_path)})
+    results = Path(result["results_dir"])
+    files = sorted(path.name for path in results.iterdir())
+    assert len(files) == len(names)
+    assert "web-01.example.net.json" in files
+    for line in result["hosts"]:
+        assert Path(line["file"]).parent == results
+        assert json.loads(Path(line["file"]).read_text())["host"] == line["host"]
 
 
 def test_policy_vars_are_typed_and_checked():
