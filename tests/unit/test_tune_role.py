@@ -54,3 +54,22 @@ def test_readme_documents_every_variable_and_fact():
     assert exported
     for fact in exported:
         assert fact in readme, fact
+
+
+def test_batches_follow_inventory_order_whatever_order_validation_finished_in(tmp_path):
+    # group_by adds hosts in the order their results arrive (forks race), so the rollout
+    # play must not take its order from the group.
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    plays = yaml.safe_load((ROLE / ".." / ".." / "playbooks" / "tune.yml").read_text())
+    rollout = next(play for play in plays if "serial" in play)
+    names = ["r%d" % index for index in range(1, 7)]
+    source = tmp_path / "hosts"
+    source.write_text("\n".join(names) + "\n")
+    inventory = InventoryManager(loader=DataLoader(), sources=[str(source)])
+    inventory.add_group("portpool_tune_ready")
+    for name in ["r5", "r2", "r6", "r4"]:  # r1 and r3 failed validation
+        inventory.add_host(name, group="portpool_tune_ready")
+    hosts = inventory.get_hosts(rollout["hosts"], order=rollout.get("order", "inventory"))
+    assert [host.name for host in hosts] == ["r2", "r4", "r5", "r6"]
