@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 from ansible.module_utils.portpool_audit import (
@@ -27,7 +26,7 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
-from ansible.module_utils.portpool_report import safe_file_name
+from ansible.module_utils.portpool_report import atomic_write, safe_file_name
 
 
 def audit_argument_spec():
@@ -71,19 +70,8 @@ def make_unique(path):
 
 
 def write_json(path, data):
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    folder = os.path.dirname(path)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True, default=str)
-            out.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a result file atomically: the report never reads half of one."""
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _at(items, index, default=None):

@@ -190,6 +190,24 @@ def list_result_files(result_dirs):
     return files, missing
 
 
+def atomic_write(path, text):
+    """Write text to path through a temporary file renamed over it.
+
+    Readers (a browser, node_exporter's textfile collector) see the old file
+    or the new one, never half of one. No fsync: a report can be re-rendered.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, ".%s.tmp-%d" % (name, os.getpid()))
+    try:
+        with open(temporary, "w", encoding="utf-8", errors="replace") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
 def read_bytes(path):
     """A file's bytes, or the OSError that reading it raised."""
     try:

@@ -33,6 +33,7 @@ from ansible.module_utils.portpool_report import (
     FORMATS,
     SEVERITIES,
     STATUSES,
+    atomic_write,
     build_model,
     fleet_document,
     format_count,
@@ -156,24 +157,6 @@ def make_environment(template_dir, kind):
                        label=label_filter, xml=xml_filter, zip=zip)
     env.globals.update(severities=SEVERITIES, statuses=STATUSES)
     return env
-
-
-def atomic_write(path, text):
-    """Write text to path through a temporary file renamed over it.
-
-    Readers (a browser, node_exporter's textfile collector) see the old file
-    or the new one, never half of one. No fsync: a report can be re-rendered.
-    """
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, ".%s.tmp-%d" % (name, os.getpid()))
-    try:
-        with open(temporary, "w", encoding="utf-8", errors="replace") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def update_latest_link(dest):

@@ -5,10 +5,9 @@ import os
 from xml.etree import ElementTree
 
 import pytest
-from ansible.module_utils.portpool_report import FORMATS, safe_file_name
+from ansible.module_utils.portpool_report import FORMATS, atomic_write, safe_file_name
 from ansible.module_utils.portpool_report_render import (
     BackgroundWriter,
-    atomic_write,
     build_report,
     make_environment,
     read_ahead,
