@@ -381,9 +381,44 @@ POLICY_VARS = {
 }
 
 
+# Role variables that are task options, not policy, with the bounds the argument
+# spec cannot express: (converter, test, rule).
+OPTION_BOUNDS = {
+    "portpool_audit_probe_sample_ports": (int, lambda value: value >= 2, ">= 2"),
+    "portpool_audit_probe_churn_seconds": (float, lambda value: value >= 0, ">= 0"),
+    "portpool_audit_destinations_top": (int, lambda value: value >= 1, ">= 1"),
+}
+
+
 def policy_from_vars(variables, host="this host"):
-    """Turn the role's variables into a policy dict; ValueError names a bad variable."""
-    policy = {}
+    """Turn the role's variables into a policy dict; ValueError names every bad variable."""
+    policy, problems = _read_policy(variables, host)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return policy
+
+
+def policy_problems(variables, host="this host"):
+    """Every reason the role's variables are not a valid policy for host; [] when they are.
+
+    Covers what meta/argument_specs.yml cannot say: thresholds against each other,
+    rule ids in waivers and severities, and the bounds of the probe's options.
+    """
+    problems = _read_policy(variables, host)[1]
+    for name, (kind, good, rule) in OPTION_BOUNDS.items():
+        if name not in (variables or {}):
+            continue
+        try:
+            ok = good(kind(variables[name]))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            problems.append("%s of %s must be %s" % (name, host, rule))
+    return problems
+
+
+def _read_policy(variables, host):
+    policy, problems = {}, []
     for name, (key, kind) in POLICY_VARS.items():
         if name not in (variables or {}):
             continue
@@ -397,8 +432,11 @@ def policy_from_vars(variables, host="this host"):
             elif not isinstance(value, kind):
                 raise TypeError("expected a %s" % kind.__name__)
         except (TypeError, ValueError) as exc:
-            raise ValueError("%s of %s: %r is not valid (%s)" % (name, host, value, exc)) from exc
+            problems.append("%s of %s: %r is not valid (%s)" % (name, host, value, exc))
+            continue
         policy[key] = value
+    if problems:
+        return policy, problems
     merged = merged_policy(policy)
     checks = (
         ("portpool_audit_min_usable_ports", merged["min_usable_ports"] >= 1, ">= 1"),
@@ -406,22 +444,23 @@ def policy_from_vars(variables, host="this host"):
         ("portpool_audit_destination_warn",
          0 < merged["destination_warn"] <= merged["destination_high"] <= 1,
          "in (0, 1] and not above portpool_audit_destination_high"),
+        ("portpool_audit_destination_high", merged["destination_high"] <= 1, "<= 1"),
         ("portpool_audit_drift_min_hosts", merged["drift_min_hosts"] >= 2, ">= 2"),
         ("portpool_preflight_fail_on", merged["fail_on"] in SEVERITIES,
          "one of %s" % ", ".join(SEVERITIES)),
     )
     for name, good, rule in checks:
         if not good:
-            raise ValueError("%s of %s must be %s" % (name, host, rule))
+            problems.append("%s of %s must be %s" % (name, host, rule))
     for item in merged["waivers"]:
         if not isinstance(item, dict) or item.get("rule") not in (*RULE_IDS_ALL, "*"):
-            raise ValueError("portpool_audit_waivers of %s: %r needs a rule id "
-                             "(PP001...) or *" % (host, item))
+            problems.append("portpool_audit_waivers of %s: %r needs a rule id "
+                            "(PP001...) or *" % (host, item))
     for rule_id, severity in (merged["severity"] or {}).items():
         if rule_id not in RULE_IDS_ALL or severity not in SEVERITIES:
-            raise ValueError("portpool_audit_severity of %s: %s: %s is not a rule id and "
-                             "severity" % (host, rule_id, severity))
-    return policy
+            problems.append("portpool_audit_severity of %s: %s: %s is not a rule id and "
+                            "severity" % (host, rule_id, severity))
+    return policy, problems
 
 
 # --------------------------------------------------------------------------- helpers

@@ -32,7 +32,7 @@ def params(entries, run_dir, base_dir, names=None):
     return {
         "names": names,
         "hosts": [item and {"vars": item["policy_vars"], "groups": item["groups"],
-                            "started": item["audited_at"], "bounds": []} for item in entries],
+                            "started": item["audited_at"]} for item in entries],
         "facts_results": [item and item["facts_result"] for item in entries],
         "probe_results": [item and item["probe_result"] for item in entries],
         "run_dir": run_dir,

@@ -1,0 +1,46 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""portpool_audit_policy runs here, in the controller: documentation in library/."""
+
+from __future__ import annotations
+
+import os
+
+import ansible.module_utils
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+# The project's module_utils reach targets inside AnsiballZ; the controller finds
+# them through the package path, next to this folder.
+_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
+from ansible.module_utils.portpool_audit_policy import (  # noqa: E402
+    check_policies,
+    policy_argument_spec,
+    spec_options,
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _, params = self.validate_argument_spec(argument_spec=policy_argument_spec())
+        try:
+            with open(params["spec_file"], encoding="utf-8") as handle:
+                options = spec_options(handle.read(), params["entry_point"])
+        except (OSError, ValueError) as exc:
+            raise AnsibleActionFail("portpool_audit_policy: %s: %s"
+                                    % (params["spec_file"], exc)) from exc
+        problems = check_policies(params["policies"], options)
+        result.update(changed=False, problems=problems, hosts=len(params["policies"]))
+        if problems:
+            result.update(failed=True, msg="Invalid portpool_audit policy, no host was "
+                          "contacted: " + "; ".join(problems))
+        return result

@@ -1,0 +1,81 @@
+"""portpool_audit_policy (module_utils/portpool_audit_policy.py): every host's policy,
+checked against the role's real argument spec and the rules' own bounds."""
+
+from pathlib import Path
+
+import portpool_audit_policy
+import pytest
+import yaml
+from ansible.module_utils.portpool_audit_policy import (
+    check_policies,
+    policy_argument_spec,
+    spec_options,
+)
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "portpool_audit"
+
+
+@pytest.fixture(scope="module")
+def options():
+    return spec_options((ROLE / "meta" / "argument_specs.yml").read_text(), "main")
+
+
+@pytest.fixture(scope="module")
+def defaults():
+    """What the role collects for a host that sets nothing: every default."""
+    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values["portpool_preflight_fail_on"] = "high"
+    return values
+
+
+def _host(problem):
+    """The host a message names: `host: ...` (the spec) or `... of host ...` (the bounds)."""
+    return next(host for host in ("a", "b", "c", "bad", "good")
+                if problem.startswith(host + ": ") or " of %s " % host in problem)
+
+
+def test_the_defaults_pass(options, defaults):
+    assert check_policies({"h1": defaults, "h2": dict(defaults)}, options) == []
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("portpool_audit_min_usable_ports", "lots", "portpool_audit_min_usable_ports"),
+    ("portpool_audit_waivers", [{"rule": "PP999"}], "PP999"),
+    ("portpool_audit_severity", {"PP001": "huge"}, "huge"),
+    ("portpool_audit_probe_mode", "remote", "portpool_audit_probe_mode"),
+    ("portpool_audit_destination_warn", 0.9, "must be in (0, 1] and not above"),
+    ("portpool_audit_destination_high", 1.5, "destination_high of bad must be <= 1"),
+    ("portpool_audit_drift_min_hosts", 1, "drift_min_hosts of bad must be >= 2"),
+    ("portpool_audit_probe_sample_ports", 1, "probe_sample_ports of bad must be >= 2"),
+    ("portpool_audit_probe_churn_seconds", -1, "probe_churn_seconds of bad must be >= 0"),
+    ("portpool_audit_destinations_top", 0, "destinations_top of bad must be >= 1"),
+])
+def test_each_bad_value_is_named_with_its_host(options, defaults, name, value, words):
+    problems = check_policies({"good": defaults, "bad": dict(defaults, **{name: value})}, options)
+    assert problems, (name, value)
+    assert all(_host(problem) == "bad" for problem in problems), problems
+    assert any(words in problem for problem in problems), problems
+
+
+def test_every_problem_of_every_host_is_listed(options, defaults):
+    policies = {
+        "a": dict(defaults, portpool_audit_min_usable_ports=0, portpool_audit_drift_min_hosts=1),
+        "b": dict(defaults, portpool_audit_destinations_top=0),
+        "c": "not collected",
+    }
+    problems = check_policies(policies, options)
+    assert [_host(problem) for problem in problems] == ["a", "a", "b", "c"]
+
+
+def test_a_spec_without_the_entry_point_is_an_error():
+    with pytest.raises(ValueError, match="'main'"):
+        spec_options("argument_specs: {other: {options: {}}}", "main")
+    with pytest.raises(ValueError):
+        spec_options("argument_specs: [", "main")
+
+
+def test_documentation_matches_the_spec():
+    doc = yaml.safe_load(portpool_audit_policy.DOCUMENTATION)
+    assert set(doc["options"]) == set(policy_argument_spec())
+    yaml.safe_load(portpool_audit_policy.EXAMPLES)
+    assert set(yaml.safe_load(portpool_audit_policy.RETURN)) == {"hosts", "problems"}
