@@ -352,6 +352,12 @@ def render_serial(model, dest, formats, template_dir):
     files = {}
     writer = BackgroundWriter()
     fresh = None
+
+    def render_file(name, **context):
+        files[name] = path = os.path.join(dest, OUTPUT_FILES[name])
+        template = make_environment(template_dir, name).get_template(TEMPLATES[name])
+        writer.submit(atomic_write, path, template.render(model=model, **context))
+
     try:
         if "json" in formats:
             files["json"] = path = os.path.join(dest, OUTPUT_FILES["json"])
@@ -359,21 +365,12 @@ def render_serial(model, dest, formats, template_dir):
                 fleet_document(model), ensure_ascii=False, sort_keys=True,
                 separators=(",", ":")) + "\n")
         if "markdown" in formats:
-            files["markdown"] = path = os.path.join(dest, OUTPUT_FILES["markdown"])
-            template = make_environment(template_dir, "markdown").get_template(
-                TEMPLATES["markdown"])
-            writer.submit(atomic_write, path, template.render(model=model))
+            render_file("markdown")
         if "html" in formats:
-            files["html"] = path = os.path.join(dest, OUTPUT_FILES["html"])
             script, script_hash = script_and_hash(template_dir)
-            template = make_environment(template_dir, "html").get_template(TEMPLATES["html"])
-            writer.submit(atomic_write, path, template.render(
-                model=model, script=script, script_hash=script_hash))
+            render_file("html", script=script, script_hash=script_hash)
         if "junit" in formats:
-            files["junit"] = path = os.path.join(dest, OUTPUT_FILES["junit"])
-            template = make_environment(template_dir, "junit").get_template(
-                TEMPLATES["junit"])
-            writer.submit(atomic_write, path, template.render(model=model))
+            render_file("junit")
         if "prometheus" in formats:
             template = make_environment(template_dir, "prometheus").get_template(
                 TEMPLATES["prometheus"])
