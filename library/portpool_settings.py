@@ -662,17 +662,16 @@ def run_verify(params, paths):
                                "actual": "%04o" % mode})
     if params.get("facts") is not None:
         mismatches.extend(facts_mismatches(runtime, params["facts"].get("sysctl")))
+    # The pool as the kernel has it now, read once: what the probe must have
+    # measured, and the `pool` this result reports.
+    live = {key: read_sysctl(key, paths.proc_sys)
+            for key in ("net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports")}
     if params.get("probe") is not None:
-        now = dict(runtime)
-        for key in ("net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"):
-            now[key] = read_sysctl(key, paths.proc_sys)
-        mismatches.extend(probe_mismatches(now, params["probe"]))
+        mismatches.extend(probe_mismatches({**runtime, **live}, params["probe"]))
     result = {"changed": False, "file": paths.file, "mismatches": mismatches}
     try:
-        low, high = parse_port_range(read_sysctl("net.ipv4.ip_local_port_range",
-                                                 paths.proc_sys))
-        spans = parse_reserved_ports(read_sysctl("net.ipv4.ip_local_reserved_ports",
-                                                 paths.proc_sys) or "")
+        low, high = parse_port_range(live["net.ipv4.ip_local_port_range"])
+        spans = parse_reserved_ports(live["net.ipv4.ip_local_reserved_ports"] or "")
         result["pool"] = pool_size(low, high, spans)
     except (TypeError, ValueError):
         pass
