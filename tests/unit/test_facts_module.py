@@ -8,7 +8,7 @@ import portpool_facts
 import portpool_probe
 import pytest
 import yaml
-from ansible.module_utils import basic
+from ansible.module_utils import basic, portpool_snapshot
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.portpool_limits import (
     describe_pid,
@@ -149,7 +149,7 @@ def test_unreadable_sysctl_is_null_with_warning(tmp_path, monkeypatch):
     def denied(name, root):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(portpool_facts, "read_sysctl", denied)
+    monkeypatch.setattr(portpool_snapshot, "read_sysctl", denied)
     runtime, warnings = portpool_facts.read_runtime(str(tmp_path))
     assert set(runtime.values()) == {None}
     assert len(warnings) == len(runtime)
@@ -250,7 +250,7 @@ def test_netlink_unavailable_falls_back_to_proc(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise NetlinkUnavailable("netlink sock_diag socket: [Errno 93] Protocol not supported")
 
-    monkeypatch.setattr(portpool_facts, "netlink_tally", refuse)
+    monkeypatch.setattr(portpool_snapshot, "netlink_tally", refuse)
     tally, source, warnings = portpool_facts.collect_sockets(40000, 49999, "auto", str(PROC))
     assert source == "proc"
     assert tally.messages > 0
