@@ -106,6 +106,37 @@ options:
       destination:
         description: C(mode=host) only; the loopback address the hold connects to.
         type: str
+  namespaces:
+    description:
+      - Other network namespaces on the host (containers, pods, C(ip netns)), each read
+        from inside with the same facts as the host's, under C(namespaces).
+      - A namespace is found through the files runtimes bind-mount (C(/run/netns),
+        C(/run/docker/netns)) and through every process's C(/proc/PID/ns/net), and
+        counted once by its inode. Entering them needs root; without it they are
+        counted but not read, and C(namespaces.reasons) says so.
+    type: dict
+    default: {}
+    suboptions:
+      enabled:
+        description: Look for other namespaces at all.
+        type: bool
+        default: true
+      max_count:
+        description: Read at most this many namespaces; the rest are counted as skipped.
+        type: int
+        default: 64
+      seconds:
+        description: Time budget for reading them; namespaces not started by then are skipped.
+        type: float
+        default: 10.0
+      match:
+        description:
+          - Shell-style patterns; only namespaces whose name, C(ip netns) name,
+            container name or id, or C(pod-namespace/pod-name) matches one are read.
+            Empty reads them all.
+        type: list
+        elements: str
+        default: []
 attributes:
   check_mode:
     support: full
@@ -308,6 +339,49 @@ ansible_facts:
             processes:
               - {name: nginx, kind: process, pid: 812, open_fds: 37,
                  max_open_files: {soft: 1024, hard: 524288}}
+        namespaces:
+          description:
+            - The host's other network namespaces (see O(namespaces)); V(null) when
+              O(namespaces.enabled) is false.
+            - C(found) counts them all; C(inspected) those read; C(skipped) counts
+              C(filtered) (by O(namespaces.match)), C(limit), C(time) and C(errors);
+              C(reasons) says why any were not read; C(stale_files) lists files under
+              the netns folders with no namespace mounted on them.
+            - Each of C(items) has C(id) (C(net:[inode])), C(inode), C(name) (for
+              people), C(kind) (V(kubernetes), V(container), V(named) or V(process)),
+              C(netns) (its C(ip netns) name), C(container) (C(id), C(name)), C(pod)
+              (C(uid), C(namespace), C(name)), C(holder) (C(pid), C(comm)),
+              C(processes) (how many hold it), C(error), and the namespace's own
+              C(sysctl) (C(net.*) keys only), C(ephemeral), C(sockets),
+              C(destinations) and C(listeners_in_range), shaped as the host's.
+          returned: always
+          type: dict
+          sample:
+            found: 1
+            inspected: 1
+            skipped: {filtered: 0, limit: 0, time: 0, errors: 0}
+            reasons: []
+            stale_files: []
+            seconds: 0.012
+            items:
+              - id: "net:[4026532301]"
+                inode: 4026532301
+                name: container web-1
+                kind: container
+                netns: null
+                container: {id: 3f2a9c1b7d44, name: web-1}
+                pod: null
+                holder: {pid: 5123, comm: nginx}
+                processes: 3
+                error: null
+                sysctl: {ip_local_port_range: [32768, 60999], tcp_tw_reuse: 2}
+                ephemeral: {low: 32768, high: 60999, size: 28232, reserved_in_range: 0,
+                            usable: 28232}
+                sockets: {source: netlink, time_wait: 20000}
+                destinations: {count: 1, top: [{address: 198.18.0.2, port: 5432,
+                                                time_wait: 20000, established: 12,
+                                                total: 20012, utilisation: 0.7088}]}
+                listeners_in_range: []
 """
 
 import os
@@ -320,6 +394,10 @@ from ansible.module_utils.portpool_limits import (
     own_nofile,
     pids_by_comm,
     unit_cgroup_pids,
+)
+from ansible.module_utils.portpool_netns_inspect import (
+    namespace_facts,
+    namespaces_argument_spec,
 )
 from ansible.module_utils.portpool_persisted import find_drift, read_persisted
 from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
@@ -343,6 +421,7 @@ def get_argument_spec():
         "socket_source": {"type": "str", "choices": ["auto", "netlink", "proc"],
                           "default": "auto"},
         "probe": {"type": "dict", "options": probe_argument_spec()},
+        "namespaces": {"type": "dict", "options": namespaces_argument_spec(), "default": {}},
     }
 
 
@@ -401,6 +480,10 @@ def gather(module, params):
 
     limits, more = limits_facts(module, params["processes"], proc_root)
     warnings.extend(more)
+    namespaces = None
+    if (params.get("namespaces") or {}).get("enabled") and proc_root == "/proc":
+        namespaces, more = namespace_facts(params["namespaces"], params["destinations_top"])
+        warnings.extend(more)
     facts = {
         "sysctl": snapshot["sysctl"],
         "kernel": kernel_facts(proc_root),
@@ -410,6 +493,7 @@ def gather(module, params):
         "destinations": snapshot["destinations"],
         "listeners_in_range": snapshot["listeners_in_range"],
         "limits": limits,
+        "namespaces": namespaces,
     }
     return facts, warnings
 
@@ -427,6 +511,10 @@ def main():
     module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
     if module.params["destinations_top"] < 0:
         module.fail_json(msg="destinations_top must be 0 or more")
+    bounds = module.params["namespaces"]
+    if bounds["max_count"] < 0 or bounds["seconds"] <= 0:
+        module.fail_json(msg="namespaces.max_count must be 0 or more and "
+                             "namespaces.seconds above 0")
     try:
         facts, warnings = gather(module, module.params)
     except NetlinkUnavailable as exc:

@@ -57,7 +57,7 @@ def gathered(tmp_path):
 def test_exactly_the_issue_keys(gathered):
     facts, _warnings = gathered
     assert set(facts) == {"sysctl", "kernel", "ephemeral", "persisted", "sockets",
-                          "destinations", "listeners_in_range", "limits"}
+                          "destinations", "listeners_in_range", "limits", "namespaces"}
     assert set(facts["persisted"]) == {"root", "files", "masked", "keys", "drift"}
     assert set(facts["sockets"]) == {"source", "ipv4", "ipv6", "total", "time_wait",
                                      "TCPTimeWaitOverflow"}
@@ -207,7 +207,7 @@ def test_documentation_matches_argument_spec():
     returned = yaml.safe_load(portpool_facts.RETURN)
     keys = returned["ansible_facts"]["contains"]["portpool"]["contains"]
     assert set(keys) == {"sysctl", "kernel", "ephemeral", "persisted", "sockets",
-                         "destinations", "listeners_in_range", "limits"}
+                         "destinations", "listeners_in_range", "limits", "namespaces"}
     assert "probe" in returned
     yaml.safe_load(portpool_facts.EXAMPLES)
 
