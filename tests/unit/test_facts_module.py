@@ -301,6 +301,14 @@ def test_main_fails_on_a_probe_error_and_keeps_the_facts(monkeypatch, capsys):
     assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
 
 
+def test_main_reports_a_probe_error_when_asked(monkeypatch, capsys):
+    # probe_failure=report (the audit): the facts come back, the task does not fail.
+    result, _ = _run_main(monkeypatch, capsys, {"probe": {}, "probe_failure": "report"},
+                          Outcome(error="mode=lab needs root"))
+    assert not result.get("failed") and result["probe_error"] == "mode=lab needs root"
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
 def test_main_warns_when_the_probe_is_skipped(monkeypatch, capsys):
     result, _ = _run_main(monkeypatch, capsys, {"probe": {"mode": "host"}},
                           Outcome(skipped="nothing measured in check mode"))
