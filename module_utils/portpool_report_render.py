@@ -35,6 +35,7 @@ from ansible.module_utils.portpool_report import (
     STATUSES,
     atomic_write,
     build_model,
+    display_text,
     fleet_document,
     format_count,
     load_results,
@@ -108,7 +109,10 @@ def _finalize_xml(value):
 
 
 def _finalize_html(value):
-    return "" if value is None else value
+    if value is None:
+        return ""
+    # Control and bidi-override characters would reorder or hide text on screen.
+    return display_text(value) if type(value) is str else value
 
 
 def percent(value, digits=1):

@@ -185,9 +185,9 @@ def test_environments_escape_by_default(kind):
     env = make_environment(str(TEMPLATES), kind)
     out = env.from_string('{{ value }}').render(value='<a href="x">\n\x01\\')
     expected = {
-        "html": "&lt;a href=&#34;x&#34;&gt;\n\x01\\",
+        "html": "&lt;a href=&#34;x&#34;&gt;\n\ufffd\\",
         "junit": "&lt;a href=&#34;x&#34;&gt;\n\ufffd\\",
-        "markdown": "&lt;a href=\"x\"&gt; \x01\\\\",
+        "markdown": "&lt;a href=\"x\"&gt; \ufffd\\\\",
         "prometheus": '<a href=\\"x\\">\\n\x01\\\\',
     }[kind]
     assert out == expected
