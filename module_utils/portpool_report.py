@@ -36,6 +36,7 @@ from ansible.module_utils.portpool_files import (  # noqa: F401 - re-exported fo
     safe_file_name,
 )
 from ansible.module_utils.portpool_files import unique_file_names as unique_names
+from ansible.module_utils.portpool_report_host import fix_first, measurement
 from ansible.module_utils.portpool_result_summary import MAX_COUNT, MAX_UTILISATION, read_summary
 
 RESULT_SCHEMA = 1
@@ -631,11 +632,13 @@ def format_count(value):
     return "%d" % round(value)
 
 
-def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
+def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18, *,
+               thresholds=()):
     """Geometry of a horizontal bar chart, so the SVG template only places shapes.
 
     `rows` are dicts with `label`, `title`, `value_label` and `segments`
-    (list of {value, cls}), drawn stacked from the left.
+    (list of {value, cls}), drawn stacked from the left. `thresholds` are
+    (value, cls, label) drawn as vertical lines across the bars.
     """
     step = None
     if not percent:
@@ -651,9 +654,12 @@ def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
                 x += width
         drawn.append(dict(row, y=index * row_height, segments=segments,
                           value_x=round(min(x, bar_width) + 4, 1)))
+    lines = [{"x": _scale(value, maximum, bar_width), "cls": cls, "label": label}
+             for value, cls, label in thresholds if value <= maximum]
     return {"rows": drawn, "bar_width": bar_width, "row_height": row_height,
             "height": max(len(rows), 1) * row_height + 22,
-            "ticks": _ticks(maximum, bar_width, percent=percent, step=step)}
+            "ticks": _ticks(maximum, bar_width, percent=percent, step=step),
+            "thresholds": lines}
 
 
 def _short(text, width=34):
@@ -706,7 +712,10 @@ def build_charts(hosts, rules, fleet_top, totals, chart_hosts):
     return {
         "pool": dict(hbar_chart(pool_rows, largest, bar_width=380),
                      shown=len(shown), of=len(pooled)),
-        "destinations": hbar_chart(dest_rows, dest_max, percent=True, bar_width=340),
+        "destinations": hbar_chart(
+            dest_rows, dest_max, percent=True, bar_width=340,
+            thresholds=[(UTILISATION_WARN, "warn", "warn %d%%" % (UTILISATION_WARN * 100)),
+                        (UTILISATION_HIGH, "high", "high %d%%" % (UTILISATION_HIGH * 100))]),
         "severity": hbar_chart(severity_rows, max(totals["findings"].values()) or 1,
                                bar_width=380),
         "rules": hbar_chart(rule_rows, max([rule["total"] for rule in rules] + [1]),
@@ -787,6 +796,20 @@ def build_model(records, known_rules, options):
         for key, value in counts.items():
             totals["junit"][key] += value
     fleet_top = top_destinations(hosts, options["top_destinations"])
+    shown = max(options.get("host_destinations", 5), 0)
+    for record in hosts:
+        record["measure"] = measurement(record)
+        top = {}
+        for _util, entry in record["candidates"]:
+            if len(top) >= shown:
+                break
+            item = _destination(entry)
+            # One series per ip:port: a duplicate label would break the textfile.
+            top.setdefault((item["address"], item["port"]), item)
+        record["top"] = list(top.values())
+    grouped = rule_findings(hosts)
+    order = fix_first(rules, grouped, {record["host"]: record["file"] for record in hosts})
+    rank = {entry["id"]: index for index, entry in enumerate(order)}
     return {
         "schema": MODEL_SCHEMA,
         "title": options["title"],
@@ -798,12 +821,29 @@ def build_model(records, known_rules, options):
         "severities": list(SEVERITIES),
         "totals": totals,
         "rules": rules,
+        "rule_findings": grouped,
+        "files": {record["host"]: record["file"] for record in hosts},
+        "fix_first": order,
+        # Rule sections: those with findings in fix-first order (waived-only ones
+        # last); rules nobody broke are listed on one line instead.
+        "rule_sections": sorted((rule for rule in rules if rule["id"] in grouped),
+                                key=lambda rule: (rank.get(rule["id"], len(rank)), rule["id"])),
+        "quiet_rules": [rule for rule in rules if rule["id"] not in grouped],
         "hosts": hosts,
         "top_destinations": fleet_top,
         "charts": build_charts(hosts, rules, fleet_top, totals, options["chart_hosts"]),
         "summary": summary_table(hosts, totals, options["console_hosts"],
                                  options["report_path"]),
     }
+
+
+def rule_findings(hosts):
+    """Findings grouped by rule id, each as (host, finding), hosts in name order."""
+    grouped = {}
+    for record in hosts:
+        for finding in record["findings"]:
+            grouped.setdefault(finding["id"], []).append((record["host"], finding))
+    return grouped
 
 
 def fleet_document(model):
@@ -815,6 +855,7 @@ def fleet_document(model):
             "audited_at": record["audited_at"], "groups": record["groups"],
             "source": record["source"], "pool": record["pool"],
             "time_wait": record["time_wait"],
+            "rate": record["rate"], "probe": record["probe"],
             "destination_count": record["destination_count"],
             "worst_destination": record["worst_destination"],
             "worst_severity": record["worst"],
@@ -826,5 +867,6 @@ def fleet_document(model):
         "generated_at": model["generated_at"], "result_dirs": model["result_dirs"],
         "junit_fail_on": model["fail_on"], "totals": model["totals"],
         "rules": model["rules"], "top_destinations": model["top_destinations"],
+        "fix_first": model["fix_first"],
         "hosts": hosts,
     }

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import resource
 import shutil
 import threading
@@ -33,6 +34,7 @@ from ansible.module_utils.portpool_report import (
     FORMATS,
     SEVERITIES,
     STATUSES,
+    as_str,
     atomic_write,
     build_model,
     display_text,
@@ -72,6 +74,7 @@ PARALLEL_HOSTS = 2000
 FORKED_FORMATS = ("json", "junit", "prometheus")
 PROMETHEUS_DIR = "prometheus"
 LATEST_LINK = "latest"
+_ANCHOR_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def _number(value):
@@ -129,6 +132,21 @@ def plain(value):
     return f"{value:,}"
 
 
+def rate(value):
+    """New connections per second: 327.4 -> '327.4'; None -> '-'."""
+    if value is None:
+        return "-"
+    return f"{value:,.1f}"
+
+
+def anchor(file_name, prefix="host-"):
+    """An element id from a safe file name ([A-Za-z0-9._-] only), unescaped on purpose."""
+    text = as_str(file_name)
+    if not _ANCHOR_SAFE.fullmatch(text):
+        raise ValueError("not a safe anchor: %r" % text)
+    return Markup(prefix + text)
+
+
 def label_filter(value):
     """Escape once for a Prometheus label; finalize leaves the result alone."""
     return Markup(prometheus_label(value))
@@ -157,7 +175,8 @@ def make_environment(template_dir, kind):
         keep_trailing_newline=True,
         **settings,
     )
-    env.filters.update(percent=percent, plain=plain, count=format_count,
+    env.filters.update(percent=percent, plain=plain, count=format_count, rate=rate,
+                       anchor=anchor,
                        label=label_filter, xml=xml_filter, zip=zip)
     env.globals.update(severities=SEVERITIES, statuses=STATUSES)
     return env
@@ -455,7 +474,7 @@ def utc_now():
 
 
 def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",
-                 top_destinations=20, chart_hosts=50, console_hosts=20,
+                 top_destinations=20, host_destinations=5, chart_hosts=50, console_hosts=20,
                  title="portpool fleet report", rules_file=None,
                  latest_link=True, check_mode=False, generated_at=None, parallel=None):
     """Load, merge, aggregate and render: the whole report step.
@@ -478,18 +497,18 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
     collecting = gc.isenabled()
     gc.disable()
     try:
-        records, file_count = load_results(result_dirs, top_destinations, warnings,
-                                           reader=read_ahead)
+        records, file_count = load_results(
+            result_dirs, max(top_destinations, host_destinations), warnings, reader=read_ahead)
         rules = load_rules(rules_candidates(dest, result_dirs, rules_file), warnings)
         model = build_model(records, rules, {
             "fail_on": fail_on, "top_destinations": top_destinations,
+            "host_destinations": host_destinations,
             "chart_hosts": chart_hosts, "console_hosts": console_hosts,
             "title": title, "generated_at": generated_at or utc_now(),
             "result_dirs": result_dirs, "dest": dest, "report_path": report_path,
         })
         model["warnings"] = warnings
         model["file_count"] = file_count
-        model["rule_findings"] = rule_findings(model["hosts"])
         files = {}
         latest = None
         stats = {}
@@ -517,13 +536,3 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
         "report": report_path,
         "stats": stats,
     }
-
-
-def rule_findings(hosts):
-    """Findings grouped by rule id, each as (host, finding), hosts in name order."""
-    grouped = {}
-    for record in hosts:
-        for finding in record["findings"]:
-            grouped.setdefault(finding["id"], []).append((record["host"], finding))
-    return grouped
-
