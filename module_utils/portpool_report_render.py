@@ -27,9 +27,11 @@ import queue
 import re
 import resource
 import shutil
+import tempfile
 import threading
 from datetime import datetime, timezone
 
+from ansible.module_utils.portpool_files import DIR_MODE, FILE_MODE, fsync_dir, make_private_dir
 from ansible.module_utils.portpool_report import (
     FORMATS,
     SEVERITIES,
@@ -74,6 +76,9 @@ PARALLEL_HOSTS = 2000
 FORKED_FORMATS = ("json", "junit", "prometheus")
 PROMETHEUS_DIR = "prometheus"
 LATEST_LINK = "latest"
+# In every folder the report may later replace (prometheus/): proof it is ours.
+MARKER_FILE = ".portpool-report"
+MARKER_TEXT = "Written by portpool_report; the next report replaces this folder.\n"
 _ANCHOR_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -265,21 +270,31 @@ class BackgroundWriter:
             raise self._error
 
 
-def read_ahead(paths, batch=64, depth=8):
+def read_ahead(paths, batch=64, depth=8, chunk_bytes=4 * 1024 * 1024):
     """Yield each path's bytes (or OSError) in order, read on a background thread.
 
-    Reading the next files overlaps parsing the current ones; at most
-    batch * (depth + 2) files wait in memory.
+    Reading the next files overlaps parsing the current ones. A chunk ends at
+    `batch` files or once it holds `chunk_bytes`, so at most depth + 2 chunks
+    of about chunk_bytes plus one file (itself capped at MAX_RESULT_BYTES) wait
+    in memory, however large the files are.
     """
     chunks = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def work():
         try:
-            for start in range(0, len(paths), batch):
+            chunk, size = [], 0
+            for path in paths:
                 if stop.is_set():
                     return
-                chunks.put(("data", [read_bytes(path) for path in paths[start:start + batch]]))
+                data = read_bytes(path)
+                chunk.append(data)
+                size += len(data) if isinstance(data, bytes) else 0
+                if len(chunk) >= batch or size >= chunk_bytes:
+                    chunks.put(("data", chunk))
+                    chunk, size = [], 0
+            if chunk:
+                chunks.put(("data", chunk))
         except BaseException as exc:  # handed to the consumer
             chunks.put(("error", exc))
         finally:
@@ -420,39 +435,67 @@ def render_serial(model, dest, formats, template_dir):
 
 
 def new_folder(path):
-    """An empty folder beside path, to fill before `swap_folder` moves it there."""
+    """An empty private folder beside path (random name, created exclusively, 0700).
+
+    It carries portpool's marker, so a later run knows it may replace it.
+    """
     parent, name = os.path.split(path)
-    fresh = os.path.join(parent, ".%s.new-%d" % (name, os.getpid()))
-    if os.path.lexists(fresh):
-        shutil.rmtree(fresh)
-    os.mkdir(fresh)
+    fresh = tempfile.mkdtemp(prefix=".%s.new-" % name, dir=parent)
+    os.chmod(fresh, DIR_MODE)
+    write_files(fresh, [(MARKER_FILE, MARKER_TEXT)])
     return fresh
 
 
 def write_files(folder, files):
-    """Create each (name, text) file in folder; the folder is new, so no renames."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    """Create each (name, text) file in folder (0600); the folder is new, so no renames."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NOFOLLOW", 0))
     for name, text in files:
-        handle = os.open(os.path.join(folder, name), flags, 0o644)
+        handle = os.open(os.path.join(folder, name), flags, FILE_MODE)
         try:
             os.write(handle, text.encode("utf-8", "replace"))
         finally:
             os.close(handle)
 
 
-def swap_folder(fresh, path):
-    """Move the filled folder to path, replacing (then deleting) any folder there.
+def foreign_folder(path):
+    """Why path may not be replaced by the report, or None when it may.
 
-    Readers of path see the old set of files or the new one, never a mix.
+    A folder is portpool's when it carries the marker, or (from releases
+    before the marker) when it holds nothing but `*.prom` files.
     """
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path) or not os.path.isdir(path):
+        return "%s exists and is not a folder portpool made" % path
+    if os.path.isfile(os.path.join(path, MARKER_FILE)):
+        return None
+    with os.scandir(path) as entries:
+        if all(entry.name.endswith(".prom") and entry.is_file(follow_symlinks=False)
+               for entry in entries):
+            return None
+    return ("%s was not made by portpool (no %s marker and not only .prom files)"
+            % (path, MARKER_FILE))
+
+
+def swap_folder(fresh, path):
+    """Move the filled folder to path, replacing (then deleting) portpool's folder there.
+
+    Readers of path see the old set of files or the new one, never a mix. A
+    folder without portpool's marker is never replaced (OSError).
+    """
+    reason = foreign_folder(path)
+    if reason:
+        raise OSError("not replacing it: " + reason)
     parent, name = os.path.split(path)
-    stale = os.path.join(parent, ".%s.old-%d" % (name, os.getpid()))
-    if os.path.lexists(stale):
-        shutil.rmtree(stale)
-    if os.path.isdir(path) and not os.path.islink(path):
+    stale = None
+    if os.path.lexists(path):
+        # An empty folder with a random name: renaming a folder over it is atomic.
+        stale = tempfile.mkdtemp(prefix=".%s.old-" % name, dir=parent)
         os.rename(path, stale)
     os.rename(fresh, path)
-    if os.path.lexists(stale):
+    fsync_dir(parent)
+    if stale is not None:
         shutil.rmtree(stale)
     return path
 
@@ -513,7 +556,13 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
         latest = None
         stats = {}
         if not check_mode:
-            os.makedirs(dest, exist_ok=True)
+            make_private_dir(dest)
+            foreign = foreign_folder(os.path.join(dest, PROMETHEUS_DIR))
+            if foreign and "prometheus" in formats:
+                # Everything else is still written; that folder is left as it is.
+                warnings.append("Prometheus files not written: %s. Move it away or choose "
+                                "another report folder." % foreign)
+                formats = [name for name in formats if name != "prometheus"]
             files = render_formats(model, dest, formats, template_dir, parallel=parallel,
                                    stats=stats)
             if latest_link:
