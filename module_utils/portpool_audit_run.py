@@ -27,6 +27,7 @@ from ansible.module_utils.portpool_audit import (
     worst_severity,
 )
 from ansible.module_utils.portpool_report import atomic_write, safe_file_name
+from ansible.module_utils.portpool_result_summary import host_summary
 
 
 def audit_argument_spec():
@@ -122,7 +123,8 @@ def run(params):
     for ctx in contexts:
         mine = findings[ctx.host]
         file_path = os.path.join(results_dir, safe_file_name(ctx.host) + ".json")
-        write_json(file_path, host_document(ctx, mine, times[ctx.host], groups[ctx.host]))
+        write_json(file_path, dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
+                                   summary=host_summary(ctx.facts, ctx.probe)))
         for item in mine:
             if not item["waived"]:
                 counts[item["severity"]] += 1
