@@ -97,7 +97,7 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another portpool run on this host (one lock per host, a
-        C(flock) on C(tune.lock) in O(state_dir), held by apply, verify and rollback)
+        C(flock) on O(state_dir) itself, held by apply, verify and rollback)
         before failing.
     type: int
     default: 60

@@ -31,7 +31,6 @@ from ansible.module_utils.portpool_tune_plan import (
 
 STATE_NAME = "tune-state.json"
 RETIRED_NAME = "tune-state.rolled-back.json"
-LOCK_NAME = "tune.lock"
 DIR_MODE = 0o700
 STATE_MODE = 0o600
 FILE_MODE = 0o644
@@ -119,12 +118,13 @@ def read_trusted(path, limit, what):
 
 @contextlib.contextmanager
 def host_lock(state_dir, timeout, clock=time.monotonic, sleep=time.sleep):
-    """Hold the one portpool lock of this host (flock on a file in the state directory).
+    """Hold the one portpool lock of this host: flock on the state directory itself.
 
-    A second run waits up to `timeout` seconds, then fails saying so.
+    Locking the directory leaves no lock file behind and cannot race with one being
+    removed. A second run waits up to `timeout` seconds, then fails saying so.
     """
-    path = os.path.join(state_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, STATE_MODE)
+    path = state_dir
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         deadline = clock() + timeout
         while True:
@@ -134,7 +134,7 @@ def host_lock(state_dir, timeout, clock=time.monotonic, sleep=time.sleep):
             except BlockingIOError:
                 if clock() >= deadline:
                     raise TuneError(
-                        "another portpool run holds the lock %s on this host; waited %d s "
+                        "another portpool run holds the lock on %s on this host; waited %d s "
                         "(portpool_tune_lock_timeout), nothing was changed by this run"
                         % (path, timeout)) from None
                 sleep(0.1)

@@ -60,12 +60,10 @@ def runtime(tree, key):
 
 
 def snapshot(tree):
-    """Every file under the tree, byte for byte, with modes (not the empty lock file)."""
+    """Every file under the tree, byte for byte, with modes."""
     found = {}
     for dirpath, _, files in os.walk(tree):
         for name in files:
-            if name == "tune.lock":
-                continue
             path = os.path.join(dirpath, name)
             with open(path, "rb") as handle:
                 found[path] = (handle.read(), os.stat(path).st_mode)
@@ -470,15 +468,18 @@ def test_a_second_run_waits_for_the_lock_then_fails_clearly(tree):
     import fcntl
 
     state_dir(tree).mkdir(parents=True, mode=0o700)
-    with open(state_dir(tree) / "tune.lock", "w") as holder:
+    holder = os.open(state_dir(tree), os.O_RDONLY | os.O_DIRECTORY)
+    try:
         fcntl.flock(holder, fcntl.LOCK_EX)
         before = snapshot(tree)
         for call in (lambda p: mod.run_apply(params(settings=SETTINGS), p),
                      lambda p: mod.run_rollback(params(mode="rollback"), p),
                      lambda p: mod.run_verify(params(mode="verify"), p)):
-            with pytest.raises(mod.TuneError, match="another portpool run holds the lock"):
+            with pytest.raises(mod.TuneError, match="another portpool run holds the lock on"):
                 call(paths_for(tree, lock_timeout=0))
         assert snapshot(tree) == before
+    finally:
+        os.close(holder)
 
 
 def test_an_older_run_does_not_undo_a_newer_one(tree):
