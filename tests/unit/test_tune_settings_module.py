@@ -502,3 +502,21 @@ def test_an_older_run_does_not_undo_a_newer_one(tree):
     mod.run_rollback(params(mode="rollback", restore=second["before"],
                             run_id=second["run_id"]), paths)
     assert runtime(tree, REUSE) == "1\n"
+
+
+def test_a_second_run_waits_for_the_lock_and_then_goes_on(tree):
+    """M1: a run that finds the host locked waits (bounded) instead of failing at once."""
+    import fcntl
+    import threading
+
+    state_dir(tree).mkdir(parents=True, mode=0o700)
+    holder = os.open(state_dir(tree), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    release = threading.Timer(0.3, os.close, args=(holder,))
+    release.start()
+    try:
+        result = mod.run_apply(params(settings={"tcp_tw_reuse": 1}),
+                               paths_for(tree, lock_timeout=10))
+    finally:
+        release.join(timeout=5)
+    assert result["changed"] and runtime(tree, REUSE) == "1\n"
