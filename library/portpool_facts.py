@@ -460,7 +460,8 @@ def find_process_pids(module, name, proc_root):
     systemctl = module.get_bin_path("systemctl") if proc_root == "/proc" else None
     if systemctl and os.path.isdir("/run/systemd/system"):
         rc, out, _err = module.run_command(
-            [systemctl, "show", "--property", "MainPID", "--value", name],
+            # `--`: a unit name is never read as an option (-H host would ssh there).
+            [systemctl, "show", "--property", "MainPID", "--value", "--", name],
             environ_update={"LANG": "C", "LC_ALL": "C"})
         if rc == 0 and out.strip().isdigit():
             pid = int(out.strip())

@@ -320,3 +320,21 @@ def test_main_rejects_a_bad_probe_option(monkeypatch, capsys):
     result, seen = _run_main(monkeypatch, capsys, {"probe": {"mode": "remote"}}, Outcome())
     assert seen == [] and result["failed"] is True
     assert "probe" in result["msg"] and "mode" in result["msg"]
+
+
+def test_unit_names_reach_systemctl_after_a_double_dash(monkeypatch):
+    """Issue 11 (Low): `-Hroot@host.service` must not become systemctl's -H option."""
+    calls = []
+
+    class Recorder:
+        def get_bin_path(self, name):
+            return "/usr/bin/" + name
+
+        def run_command(self, argv, environ_update=None):
+            calls.append(argv)
+            return 0, "0\n", ""
+
+    monkeypatch.setattr(portpool_facts.os.path, "isdir", lambda path: True)
+    name = "-Hroot@attacker.example:2222.service"
+    portpool_facts.find_process_pids(Recorder(), name, "/proc")
+    assert calls and calls[0][-2:] == ["--", name]
