@@ -3,7 +3,7 @@
     INV=$(python -m tests.fleet up --hosts 4)   # stdout: the inventory path
     python -m tests.fleet up --spec fleet.yml    # hosts described in YAML (see up --help)
     python -m tests.fleet status                 # every fleet: slot, owner, inventory
-    python -m tests.fleet churn "$INV" --host h01 --to h02:5432 --count 15000
+    python -m tests.fleet churn "$INV" --host h01 --to h02:5432 --count 15000 --reset
     python -m tests.fleet down "$INV"            # this fleet only (or a slot number)
     python -m tests.fleet down                   # only fleets whose owner has gone
 
@@ -102,6 +102,9 @@ def _parser():
     churn.add_argument("--rate", type=float, default=0,
                        help="connections per second (default: as fast as possible)")
     churn.add_argument("--seconds", type=float, default=60, help="time limit (default 60)")
+    churn.add_argument("--reset", action="store_true",
+                       help="first drop the host's TIME_WAIT to that destination, so it "
+                            "ends with exactly --count")
     return parser
 
 
@@ -136,6 +139,8 @@ def _churn(args):
         raise FleetError("no fleet in slot %d" % slot)
     fleet = Fleet.attach(record)
     destination, port = args.to
+    if args.reset:
+        fleet.clear_time_wait(args.host, destination, port)
     result = fleet.churn(args.host, destination, port, args.count, rate=args.rate,
                          seconds=args.seconds)
     print(json.dumps(result))

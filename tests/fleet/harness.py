@@ -799,6 +799,19 @@ class Fleet:
                                  "%s:%d" % (address, int(port))])
         return len(result.stdout.splitlines())
 
+    def clear_time_wait(self, name, destination, port):
+        """Drop host `name`'s TIME_WAIT sockets to destination:port (ss -K), so a
+        churn() after it leaves exactly its own count. Returns how many remain."""
+        address = self.address_of(destination)
+        self.run(name, ["ss", "-HtnK", "state", "time-wait", "dst",
+                        "%s:%d" % (address, int(port))], check=False)
+        left = self.time_wait(name, destination, port)
+        if left:
+            raise FleetError("%s: %d TIME_WAIT sockets to %s:%s could not be dropped "
+                             "(the kernel needs SOCK_DESTROY for TIME_WAIT)"
+                             % (name, left, address, port))
+        return left
+
     def kill_sshd(self, name):
         """Make a host unreachable: stop its sshd (the host's namespaces stay)."""
         host = self.hosts[name]

@@ -24,13 +24,22 @@ while True:
     for key, _ in selector.select():
         sock = key.fileobj
         if key.data == "listen":
-            for _ in range(64):
+            for _ in range(256):
                 try:
                     conn, _peer = sock.accept()
                 except (BlockingIOError, InterruptedError):
                     break
                 conn.setblocking(False)
-                selector.register(conn, selectors.EVENT_READ, "conn")
+                try:
+                    closed = conn.recv(4096) == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:  # the client was quicker: close at once
+                    conn.close()
+                else:
+                    selector.register(conn, selectors.EVENT_READ, "conn")
             continue
         try:
             data = sock.recv(4096)

@@ -85,3 +85,17 @@ def test_cli_churn(fleet):
          "client", "--to", "backend", "--count", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+
+
+def test_clear_time_wait_then_churn_gives_an_exact_count(fleet):
+    fleet.churn("client", "backend", PORT, 500)
+    assert fleet.clear_time_wait("client", "backend", PORT) == 0
+    assert fleet.time_wait("client", "backend", PORT) == 0
+    fleet.churn("client", "backend", PORT, 700)
+    assert fleet.time_wait("client", "backend", PORT) == 700
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fleet", "churn", str(fleet.slot), "--host", "client",
+         "--to", "backend:%d" % PORT, "--count", "250", "--reset"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert fleet.time_wait("client", "backend", PORT) == 250
