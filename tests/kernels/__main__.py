@@ -47,7 +47,7 @@ def guest_script(tests):
     lines += ["export %s=%s" % (key, _quote(value)) for key, value in env.items()]
     lines.append("echo \"kernel $(uname -r)\"")
     argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEsxX",
-            "--color=no", *tests]
+            "--color=no", "--durations=5", *tests]
     lines.append("exec " + " ".join(_quote(part) for part in argv) + " 2>&1")
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,11 @@ SERIES = {
     "6.1": r"^linux-image-6\.1\.0-[0-9]+-amd64$",
     "6.12": r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
 }
-GUEST_MODULES = ("virtio_pci", "virtio_mmio", "9pnet_virtio", "9p", "overlay")
+# The root share, and the socket diagnostics that ss and portpool_facts query over
+# netlink: Debian builds them as modules, which the guest cannot autoload (the
+# host has no /lib/modules for it), so the initramfs loads them at boot.
+GUEST_MODULES = ("virtio_pci", "virtio_mmio", "9pnet_virtio", "9p", "overlay",
+                 "inet_diag", "tcp_diag", "udp_diag")
 BUSYBOX_LINKS = ("sh", "mount", "insmod", "mkdir", "cat", "tr", "sed", "chroot", "poweroff")
 INIT = Path(__file__).with_name("guest_init.sh")
 
@@ -177,5 +181,5 @@ def prepare(series, cache):
 
 
 def _init_fingerprint():
-    """The guest init's text: a changed init rebuilds the initramfs."""
-    return INIT.read_text()
+    """The guest init and module list: a change rebuilds the initramfs."""
+    return INIT.read_text() + "\n# modules: " + " ".join(GUEST_MODULES) + "\n"
