@@ -436,8 +436,8 @@ def check_persisted_drift(ctx):
             "%s is %s at runtime (%s) but %s wins at boot (%s): the next reboot or "
             "`sysctl --system` changes it." % (
                 key, show(runtime), proc_path(key), show(boot), entry.get("file")),
-            "Decide which is right: keep the runtime value at boot, or apply the boot "
-            "value now.", fixes=fixes))
+            "Make them agree: keep the runtime value at boot, or apply the boot value "
+            "now (an option another rule would flag is not offered).", fixes=fixes))
     return hits
 
 
