@@ -287,17 +287,17 @@ class HostContext:
 
     # Persisted sysctls -------------------------------------------------------
     def persisted_entry(self, key):
-        """What wins at boot for a key: {"value", "file", "others": [{"file", "value"}]}.
+        """What wins at boot for a key: {"value", "file", "also": [{"file", "value"}]}.
 
-        None when no file sets it. `others` are the other assignments, in reading order.
+        None when no file sets it. `also` are the other assignments, in reading order.
         """
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
         entry = keys.get(dotted_name(key))
         if not entry:
             return None
-        others = [{"file": item["file"], "value": item.get("value")}
-                  for item in entry.get("also") or []]
-        return {"value": entry["value"], "file": entry["file"], "others": others}
+        also = [{"file": item["file"], "value": item.get("value")}
+                for item in entry.get("also") or []]
+        return {"value": entry["value"], "file": entry["file"], "also": also}
 
     def persisted_keys(self):
         """Dotted names of every key some persisted file sets."""

@@ -13,8 +13,10 @@ nor any rule that did not fire before.
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,33 @@ def test_advice_never_undoes_portpool_file():
     (drift,) = [item for item in found if item["id"] == "PP011"]
     assert "PP001" in drift["fixes_refused"][0]["reason"]
     assert "Not offered" in drift["recommendation"]
+
+
+def test_a_host_without_root_is_judged_and_its_probe_is_a_finding():
+    """As `nobody` the lab probe cannot make its namespace: the facts still come back
+    (the task does not fail, so nothing dumps them) and the audit judges them."""
+    home = tempfile.mkdtemp(prefix="portpool-advice-nobody-")
+    try:
+        os.chmod(home, 0o777)  # a scratch HOME the unprivileged run can write
+        env = dict(os.environ, HOME=home, ANSIBLE_LOCAL_TEMP=home + "/local",
+                   ANSIBLE_REMOTE_TEMP=home + "/remote", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+                   LANG="C.UTF-8", LC_ALL="C.UTF-8")
+        result = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             sys.executable, str(Path(sys.executable).parent / "ansible"), "localhost", "-o",
+             # The module needs only the standard library; the venv's interpreter
+             # lives under /root, which nobody cannot run.
+             "-e", "ansible_python_interpreter=/usr/bin/python3",
+             "-m", "portpool_facts", "-a", '{"probe": {}, "probe_failure": "report"}'],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines()
+                if line.startswith("localhost | SUCCESS => "))
+    registered = json.loads(line.split(" => ", 1)[1])
+    assert "root" in registered["probe_error"]
+    ctx = audit.context_from_result("nobody", [], registered, {})
+    assert (ctx.status, ctx.error) == ("ok", None)
+    ids = {item["id"] for item in audit.evaluate([ctx])["nobody"]}
+    assert "PP019" in ids and "PP017" not in ids
