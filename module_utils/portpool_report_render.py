@@ -394,7 +394,8 @@ def render_serial(model, dest, formats, template_dir):
     def render_file(name, **context):
         files[name] = path = os.path.join(dest, OUTPUT_FILES[name])
         template = make_environment(template_dir, name).get_template(TEMPLATES[name])
-        writer.submit(atomic_write, path, template.render(model=model, **context))
+        # Streamed to disk as it renders: a 10,000-host report is never one string.
+        atomic_write(path, template.generate(model=model, **context))
 
     try:
         if "json" in formats:
