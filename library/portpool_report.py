@@ -85,6 +85,13 @@ options:
         report shows, and how many per host are considered.
     type: int
     default: 20
+  host_destinations:
+    description:
+      - How many of each host's busiest destinations its view in the report lists and
+        its Prometheus file exports as C(portpool_destination_utilisation_ratio) series
+        (one per destination C(ip:port) label). C(0) exports none.
+    type: int
+    default: 5
   chart_hosts:
     description:
       - How many hosts the usable-pool chart shows (those with the smallest pool).
@@ -95,6 +102,14 @@ options:
       - How many hosts the console summary lists (worst first).
     type: int
     default: 20
+  private:
+    description:
+      - The report holds every host's facts (listeners, backend addresses, process
+        names), so its files are created C(0600) and its folders C(0700).
+      - Set to C(false) to create them C(0644) and C(0755), for example when
+        node_exporter runs as another user and reads the C(prometheus/) folder.
+    type: bool
+    default: true
   title:
     description:
       - Title of the HTML and Markdown reports and name of the JUnit testsuites.
