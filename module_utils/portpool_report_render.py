@@ -570,7 +570,7 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
             if private:
                 make_private_dir(dest)
             else:
-                os.makedirs(dest, exist_ok=True)
+                os.makedirs(dest, mode=0o755, exist_ok=True)
             foreign = foreign_folder(os.path.join(dest, PROMETHEUS_DIR))
             if foreign and "prometheus" in formats:
                 # Everything else is still written; that folder is left as it is.
