@@ -28,9 +28,15 @@ description:
     never hides the others.
   - "Runs on the controller (C(delegate_to: localhost), C(run_once)); needs the
     C(jinja2) Python package there, which ansible-core already requires."
-  - Every file is written atomically (a temporary file renamed over it); the
-    Prometheus folder is written whole and then moved into place, and the
-    C(latest) link beside O(dest) is replaced atomically.
+  - Every file is written atomically (a temporary file created exclusively under a
+    random name, fsynced, renamed over it, then the folder fsynced); the Prometheus
+    folder is written whole and then moved into place, and the C(latest) link
+    beside O(dest) is replaced atomically. A C(prometheus/) folder is replaced only
+    when it carries portpool's C(.portpool-report) marker; any other is left alone
+    with a warning.
+  - Reads only each result's C(summary) block and its findings, never the raw facts
+    (docs/report.md). A result file over 16 MiB, nested too deeply or holding
+    numbers that break the arithmetic becomes a failed host with the reason.
 version_added: "1.0.0"
 author:
   - portpool contributors
