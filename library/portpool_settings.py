@@ -25,6 +25,11 @@ description:
     sets one of the managed keys.
   - "O(mode=rollback): restore exactly the saved runtime values and file, then retire the
     saved state; a second rollback finds nothing to do."
+  - The state directory must be a real directory owned by root that nobody else can
+    write (created 0700); the saved state is checked like user input (its fields,
+    managed keys only, values portpool accepts) and refused otherwise. A target file
+    that is a symlink or a C(/dev/null) mask is never replaced. One C(flock) per host,
+    on O(state_dir), serialises apply, verify and rollback.
   - "O(mode=validate) checks the settings of many hosts at once without touching any host
     (run it on the controller); O(mode=preflight) adds the host-side checks (the host's
     C(ip_unprivileged_port_start), keys the kernel lacks, a read-only C(/proc/sys)) and
