@@ -22,7 +22,7 @@ description:
   - Listening TCP ports that the new range covers are added to C(ip_local_reserved_ports),
     merged with what is already reserved, unless O(protect_listeners=false).
   - Warns, naming the file, when a file that systemd-sysctl applies after ours at boot
-    sets one of the managed keys.
+    sets one of the managed keys to a different value.
   - "O(mode=rollback): restore exactly the saved runtime values and file, then retire the
     saved state; a second rollback finds nothing to do."
   - "O(mode=validate) checks the settings of many hosts at once without touching any host
@@ -200,6 +200,17 @@ overrides:
   type: list
   elements: dict
   sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf"}]
+boot_overrides:
+  description:
+    - Files applied after ours at boot that set a managed key to a different value
+      (each also a warning); a file that sets the same value is left out.
+    - C(value) is what the kernel gets at boot, C(ours) what portpool sets, C(why) one
+      line saying so.
+  returned: modes preflight, apply
+  type: list
+  elements: dict
+  sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf",
+            "line": 3, "value": "0", "ours": "1", "why": "net.ipv4.tcp_tw_reuse is also..."}]
 input_errors:
   description: "O(mode=preflight): bad settings for this host (fatal for the whole rollout)."
   returned: mode preflight
@@ -256,6 +267,7 @@ import tempfile
 from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.portpool_boot_order import boot_overrides
 from ansible.module_utils.portpool_persisted import list_config_files, under_root
 from ansible.module_utils.portpool_sockdiag import listening_ports_proc
 from ansible.module_utils.portpool_sysctl import (
@@ -550,10 +562,9 @@ def survey(params, paths):
                                    and file_old_mode != FILE_MODE))
     order, contents = boot_contents(paths, as_text(decided["file_new"]) or "")
     decided["overrides"] = find_overrides(paths.file, order, contents, list(decided["target"]))
-    for item in decided["overrides"]:
-        decided["warnings"].append(
-            "%s is also set in %s, which is applied after %s at boot and wins there"
-            % (item["key"], item["file"], paths.file))
+    # Warn only where the boot winner sets a different value (portpool_boot_order).
+    decided["boot_overrides"] = boot_overrides(paths.file, order, contents, decided["target"])
+    decided["warnings"].extend(item["why"] for item in decided["boot_overrides"])
     return decided
 
 
@@ -570,6 +581,7 @@ def planned_result(decided, paths):
         "reserved_added": decided["reserved_added"],
         "skipped_keys": decided["skipped"],
         "overrides": decided["overrides"],
+        "boot_overrides": decided["boot_overrides"],
         "state_file": paths.state,
     }
 
