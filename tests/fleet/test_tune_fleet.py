@@ -81,6 +81,16 @@ def summary_section(output, key):
     return match.group(0)
 
 
+def rollback_summary(output):
+    """{host: what the rollback says it did} from its summary."""
+    section = output[output.index("Summarise the rollback"):].split("PLAY RECAP")[0]
+    body = section.split("msg:", 1)[1]
+    found = {}
+    for name, text in re.findall(r"^\s{8}(\w+): (.*?)(?=^\s{8}\w+: |\Z)", body, re.M | re.S):
+        found[name] = " ".join(text.strip().strip("'").split())
+    return found
+
+
 def run(fleet, playbook, *args, **settings):
     extra = {"portpool_tune_settings": settings.pop("settings", DESIRED),
              "portpool_tune_serial": ["100%"]}
@@ -111,6 +121,20 @@ def test_bad_inputs_fail_before_any_host_changes(fleet):
         assert message in output, (settings, output[-3000:])
         assert "changed=0" in output and "changed=1" not in output, settings
         assert fleet_hash(fleet) == before, settings
+
+
+def test_a_misspelt_variable_is_warned_about_and_no_host_reads_as_unchanged(fleet):
+    before = fleet_hash(fleet)
+    # The group layer is misspelt; h01's host layer is cleared, so no host has settings.
+    result, output = run(fleet, "playbooks/tune.yml", settings={},
+                         portpool_tune_setting=DESIRED, portpool_tune_host_settings={})
+    assert result.returncode == 0, output[-3000:]
+    assert ("portpool_tune_setting (set for h01, h02, h03) is not a portpool variable: "
+            "did you mean portpool_tune_settings?") in output, output[-3000:]
+    assert "h01, h02, h03: the merged portpool_tune settings are empty" in output
+    assert re.search(r"no_settings:\s*\n\s*- h01\s*\n\s*- h02\s*\n\s*- h03", output)
+    assert "unchanged: []" in output
+    assert fleet_hash(fleet) == before
 
 
 def test_check_apply_repeat_and_rollback(fleet):
@@ -185,6 +209,16 @@ def test_check_apply_repeat_and_rollback(fleet):
     # Rollback restores values and files byte for byte; a second rollback does nothing.
     result, output = run(fleet, "playbooks/rollback.yml", "--diff")
     assert result.returncode == 0, output[-4000:]
+    # It says per host what it put back.
+    said = rollback_summary(output)
+    assert set(said) == set(fleet.hosts), said
+    assert "net.ipv4.tcp_tw_reuse = 0 (was 1)" in said["h03"], said
+    assert "net.ipv4.ip_local_port_range = 40000 40999 (was 30000 50999)" in said["h01"], said
+    assert "ip_local_reserved_ports = (empty) (was 45000)" in said["h02"], said
+    for name in fleet.hosts:
+        assert said[name].startswith("restored "), said
+        assert "removed /etc/sysctl.d/%s" % FILE in said[name], said
+        assert "saved state from 20" in said[name] and said[name].endswith("retired"), said
     for name in fleet.hosts:
         now = host_state(fleet, name)
         assert now["runtime"] == original[name]["runtime"], name
@@ -193,6 +227,10 @@ def test_check_apply_repeat_and_rollback(fleet):
     result, output = run(fleet, "playbooks/rollback.yml")
     assert result.returncode == 0, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
+    said = rollback_summary(output)
+    assert set(said) == set(fleet.hosts), said
+    assert all(text.startswith("nothing to restore: no saved state in /var/lib/portpool")
+               for text in said.values()), said
 
 
 def _tamper_once(path, stop, deadline=120):
