@@ -313,3 +313,14 @@ def test_hosts_unreachable_or_failing_at_validation_take_no_batch_slot(make_flee
     assert "not_reached: []" in summary, summary[:1500]
     assert "could not be reached at validation" in output
     assert "no: every batch was within" in summary_section(output, "stopped")
+
+    # Rollback says, per host, what it restored, that there was nothing, or that it failed.
+    result, output = run(fleet, "playbooks/rollback.yml")
+    assert result.returncode != 0
+    said = rollback_summary(output)
+    assert said["r1"] == "not rolled back: failed or unreachable (see above)", said
+    assert said["r2"].startswith("nothing to restore: no saved state"), said
+    for name in ("r3", "r4", "r5"):
+        assert said[name].startswith("restored net.ipv4.ip_local_port_range = "), said
+        assert "net.ipv4.tcp_tw_reuse = 0 (was 1); removed /etc/sysctl.d/" in said[name], said
+        assert host_state(fleet, name) == before[name] | {"state": host_state(fleet, name)["state"]}
