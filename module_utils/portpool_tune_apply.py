@@ -19,12 +19,12 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 
+from ansible.module_utils.portpool_boot_order import boot_overrides
 from ansible.module_utils.portpool_persisted import (
     SYSCTL_D_DIRS,
     list_config_files,
     under_root,
 )
-from ansible.module_utils.portpool_boot_order import boot_overrides
 from ansible.module_utils.portpool_sockdiag import listening_ports_proc
 from ansible.module_utils.portpool_sysctl import (
     normalise_value,
