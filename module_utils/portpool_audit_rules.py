@@ -593,7 +593,7 @@ def check_drift(contexts):
             keys = ctx.policy.get("drift_keys") or []
             if len(hosts) < int(ctx.policy.get("drift_min_hosts") or 3):
                 continue
-            wants = getattr(ctx, "wants", {}) or {}
+            wants = ctx.wants
             for key in keys:
                 if key not in majorities:
                     counts = {}
