@@ -254,6 +254,11 @@ class HostContext:
         self.status = status
         self.error = error
         self.probe_error = probe_error
+        # Set by the engine while judging: rule ids that fired, values other findings
+        # want (PP015 leaves those alone), and each tried fix's verdict.
+        self.before_ids = set()
+        self.wants = {}
+        self.fix_verdicts = {}
 
     def with_facts(self, facts):
         """The same host with other facts (a fix applied to a copy)."""

@@ -272,7 +272,9 @@ def check_reuse_without_timestamps(ctx):
         "Turn TCP timestamps on. If a security baseline forbids them, accept about "
         "usable/60 new connections per second per destination instead.",
         "medium" if reuse == 1 else "low",
-        fixes=[persist_fix(ctx, {"tcp_timestamps": "1"})])]
+        fixes=[persist_fix(ctx, {"tcp_timestamps": "1"})],
+        # The fix makes the asked-for reuse work: drift advice must not undo the ask.
+        wants={"net.ipv4.tcp_tw_reuse": str(reuse)} if reuse == 1 else None)]
 
 
 def check_tw_recycle(ctx):
@@ -593,7 +595,7 @@ def check_drift(contexts):
             keys = ctx.policy.get("drift_keys") or []
             if len(hosts) < int(ctx.policy.get("drift_min_hosts") or 3):
                 continue
-            wants = getattr(ctx, "wants", {}) or {}
+            wants = ctx.wants
             for key in keys:
                 if key not in majorities:
                     counts = {}

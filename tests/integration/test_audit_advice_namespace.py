@@ -156,10 +156,36 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+LISTENER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(1)
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def listener(pid, port):
+    """A service listening on `port` inside the namespace; always stopped."""
+    proc = subprocess.Popen(["nsenter", "-t", str(pid), "-n", "--", sys.executable, "-c",
+                             LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", [*sorted(SCENARIOS), "listener in range"])
 def test_each_recommendation_applied_literally_clears_its_finding(name):
-    runtime, files, expected = SCENARIOS[name]
-    with namespace() as pid:
+    runtime, files, expected = SCENARIOS.get(name, ({}, {}, {"PP004"}))
+    with namespace() as pid, contextlib.ExitStack() as stack:
+        if name == "listener in range":  # the newcomer's proxy2: a service on 45000
+            sh(pid, "ip link set lo up")
+            stack.enter_context(listener(pid, 45000))
         seed(pid, runtime, files)
         found = judge(pid)
         assert expected <= {item["id"] for item in found}, found
