@@ -13,6 +13,7 @@ is fsynced so the rename survives a crash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import tempfile
@@ -54,11 +55,17 @@ def atomic_write(path, text, mode=FILE_MODE, sync=False):
                                          dir=folder)
     try:
         with os.fdopen(handle, "wb", buffering=1 << 20) as stream:
-            if isinstance(text, (str, bytes)):
-                text = (text,)
-            for chunk in text:
-                stream.write(chunk.encode("utf-8", "replace") if isinstance(chunk, str)
-                             else chunk)
+            if isinstance(text, bytes):
+                stream.write(text)
+            elif isinstance(text, str):
+                stream.write(text.encode("utf-8", "replace"))
+            else:
+                # Templates yield a million small strings: join them in batches.
+                chunks = iter(text)
+                batch = list(itertools.islice(chunks, 8192))
+                while batch:
+                    stream.write("".join(batch).encode("utf-8", "replace"))
+                    batch = list(itertools.islice(chunks, 8192))
             stream.flush()
             if sync:
                 os.fsync(stream.fileno())
