@@ -131,7 +131,9 @@ def severity_at_least(severity, threshold):
 def display_text(value):
     """A string with control and bidirectional-override characters made visible (U+FFFD)."""
     text = as_str(value)
-    return _DISPLAY_UNSAFE.sub("\ufffd", text) if _DISPLAY_UNSAFE.search(text) else text
+    if text.isprintable():  # no Cc or Cf character: nothing to replace (the usual case)
+        return text
+    return _DISPLAY_UNSAFE.sub("\ufffd", text)
 
 
 def prometheus_label(value):

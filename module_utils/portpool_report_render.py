@@ -396,14 +396,14 @@ def render_serial(model, dest, formats, template_dir):
         files[name] = path = os.path.join(dest, OUTPUT_FILES[name])
         template = make_environment(template_dir, name).get_template(TEMPLATES[name])
         # Streamed to disk as it renders: a 10,000-host report is never one string.
-        atomic_write(path, template.generate(model=model, **context), file_mode)
+        atomic_write(path, template.generate(model=model, **context), file_mode, sync=True)
 
     try:
         if "json" in formats:
             files["json"] = path = os.path.join(dest, OUTPUT_FILES["json"])
             writer.submit(atomic_write, path, json.dumps(
                 fleet_document(model), ensure_ascii=False, sort_keys=True,
-                separators=(",", ":")) + "\n", file_mode)
+                separators=(",", ":")) + "\n", file_mode, True)
         if "markdown" in formats:
             render_file("markdown")
         if "html" in formats:
@@ -502,6 +502,7 @@ def swap_folder(fresh, path):
         # An empty folder with a random name: renaming a folder over it is atomic.
         stale = tempfile.mkdtemp(prefix=".%s.old-" % name, dir=parent)
         os.rename(path, stale)
+    fsync_dir(fresh)
     os.rename(fresh, path)
     fsync_dir(parent)
     if stale is not None:

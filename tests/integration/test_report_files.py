@@ -68,8 +68,10 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
         real(path)
 
     monkeypatch.setattr(portpool_files, "fsync_dir", record)
-    portpool_files.atomic_write(str(tmp_path / "f"), "x")
+    portpool_files.atomic_write(str(tmp_path / "f"), "x", sync=True)
     assert synced == [(str(tmp_path), True)]
+    portpool_files.atomic_write(str(tmp_path / "g"), "x")  # thousands of results: no sync
+    assert len(synced) == 1
 
 
 def test_a_foreign_prometheus_folder_is_kept_and_the_rest_written(tmp_path):
