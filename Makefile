@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tools the venv installs (ansible-lint calls ansible-* itself) come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: audit test lint unit integration fleet bench clean system-deps
+.PHONY: audit test lint unit integration fleet bench clean system-deps collection
 
 audit: $(VENV)/.requirements.stamp
 	$(BIN)/ansible-playbook audit.yml
@@ -33,6 +33,11 @@ fleet: $(VENV)/.requirements-dev.stamp system-deps
 bench: $(VENV)/.requirements-dev.stamp system-deps
 	$(BIN)/python -m bench
 
+# The Galaxy collection, generated from this playbook project (never kept by hand):
+# build/collection/ansible_collections/portpool/portpool and build/dist/*.tar.gz.
+collection: $(VENV)/.requirements.stamp
+	$(BIN)/python scripts/build_collection.py
+
 system-deps:
 	./scripts/install-system-deps
 
@@ -49,4 +54,4 @@ $(VENV)/.requirements-dev.stamp: requirements.txt requirements-dev.txt | $(BIN)/
 	touch $(VENV)/.requirements.stamp $@
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .ruff_cache
+	rm -rf $(VENV) build reports .pytest_cache .ruff_cache

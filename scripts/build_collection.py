@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Generate the portpool.portpool Galaxy collection from the playbook project.
+
+The playbook-project layout (library/, action_plugins/, module_utils/, roles/,
+playbooks/) stays the only source; this writes
+
+    build/collection/ansible_collections/portpool/portpool/
+
+with the modules, action plugins and module_utils under plugins/, imports and
+names rewritten to the collection namespace (scripts/collection_rewrite.py),
+galaxy.yml and meta/runtime.yml, then runs `ansible-galaxy collection build`
+into build/dist/. The tree is rebuilt from scratch each time, so the same
+sources always give the same files.
+
+    python3 scripts/build_collection.py [--no-tarball]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collection_rewrite import (
+    RewriteError,
+    leftover_hacks,
+    rewrite_python,
+    rewrite_yaml,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+COLLECTION = BUILD / "collection" / "ansible_collections" / "portpool" / "portpool"
+DIST = BUILD / "dist"
+# The oldest ansible-core the collection declares; CI tests the pinned 2.19.
+REQUIRES_ANSIBLE = ">=2.16.0"
+# Role and playbook folders whose YAML names modules, roles and playbooks.
+TASK_DIRS = ("tasks", "handlers")
+
+
+def read_version():
+    """VERSION from module_utils/portpool_version.py, read without importing it."""
+    tree = ast.parse((ROOT / "module_utils" / "portpool_version.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "VERSION" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RewriteError("module_utils/portpool_version.py has no VERSION")
+
+
+def galaxy_manifest(version):
+    return {
+        "namespace": "portpool",
+        "name": "portpool",
+        "version": version,
+        "readme": "README.md",
+        "authors": ["portpool contributors"],
+        "description": "Audit and tune the Linux ephemeral-port pool of a fleet",
+        "license": ["GPL-3.0-or-later"],
+        "tags": ["networking", "sysctl", "tcp", "linux"],
+        "dependencies": {},
+        "build_ignore": [],
+    }
+
+
+def runtime_metadata():
+    return {"requires_ansible": REQUIRES_ANSIBLE}
+
+
+def write_yaml(path, data, header):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    path.write_text("---\n# %s\n%s" % (header, body))
+
+
+def python_sources(folder):
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def utils_names():
+    """Top-level names under module_utils/: files and packages alike."""
+    folder = ROOT / "module_utils"
+    names = {p.stem for p in folder.glob("*.py")}
+    names |= {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    return names
+
+
+def copy_python(source_dir, dest_dir, utils):
+    for source in python_sources(source_dir):
+        target = dest_dir / source.relative_to(source_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        where = str(source.relative_to(ROOT))
+        target.write_text(rewrite_python(source.read_text(), utils, where))
+
+
+def copy_yaml_tree(source_dir, dest_dir, names):
+    """Copy a role or playbook folder; task and playbook YAML get FQCNs."""
+    for source in sorted(p for p in source_dir.rglob("*") if p.is_file()):
+        relative = source.relative_to(source_dir)
+        target = dest_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        is_tasks = dest_dir.name == "playbooks" or (
+            len(relative.parts) > 2 and relative.parts[1] in TASK_DIRS)
+        if source.suffix in (".yml", ".yaml") and is_tasks:
+            target.write_text(rewrite_yaml(source.read_text(), *names,
+                                           where=str(source.relative_to(ROOT))))
+        else:
+            shutil.copyfile(source, target)
+
+
+def generate(dest):
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    utils = utils_names()
+    modules = {p.stem for p in (ROOT / "library").glob("*.py")}
+    roles = {p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir()}
+    playbooks = {p.stem for p in (ROOT / "playbooks").glob("*.yml")}
+    names = (modules, roles, playbooks)
+
+    copy_python(ROOT / "library", dest / "plugins" / "modules", utils)
+    copy_python(ROOT / "action_plugins", dest / "plugins" / "action", utils)
+    copy_python(ROOT / "module_utils", dest / "plugins" / "module_utils", utils)
+    copy_yaml_tree(ROOT / "roles", dest / "roles", names)
+    copy_yaml_tree(ROOT / "playbooks", dest / "playbooks", names)
+    shutil.copytree(ROOT / "docs", dest / "docs")
+    for name in ("README.md", "LICENSE"):
+        shutil.copyfile(ROOT / name, dest / name)
+    write_yaml(dest / "galaxy.yml", galaxy_manifest(read_version()),
+               "Generated by scripts/build_collection.py: edit the playbook project instead.")
+    write_yaml(dest / "meta" / "runtime.yml", runtime_metadata(),
+               "Generated by scripts/build_collection.py.")
+    check_no_path_hack(dest)
+
+
+def check_no_path_hack(dest):
+    """The collection loader finds module_utils: no file may patch an import path."""
+    problems = ["%s: %s" % (path.relative_to(dest), problem)
+                for path in python_sources(dest / "plugins")
+                for problem in leftover_hacks(path.read_text())]
+    if problems:
+        raise RewriteError("import-path hack left in the collection: " + "; ".join(problems))
+
+
+def build_tarball(source, dist):
+    dist.mkdir(parents=True, exist_ok=True)
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    command = [str(galaxy) if galaxy.exists() else "ansible-galaxy", "collection", "build",
+               "--force", "--output-path", str(dist), str(source)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    return dist / ("portpool-portpool-%s.tar.gz" % read_version())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, default=COLLECTION,
+                        help="collection root to (re)generate (default: %(default)s)")
+    parser.add_argument("--dist", type=Path, default=DIST,
+                        help="folder for the tarball (default: %(default)s)")
+    parser.add_argument("--no-tarball", action="store_true", help="generate the tree only")
+    args = parser.parse_args(argv)
+    try:
+        generate(args.dest)
+    except RewriteError as exc:
+        sys.exit("build_collection: %s" % exc)
+    print(args.dest)
+    if not args.no_tarball:
+        print(build_tarball(args.dest, args.dist))
+
+
+if __name__ == "__main__":
+    main()
