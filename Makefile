@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Tools the venv installs (ansible-lint calls ansible-* itself) come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: audit test lint unit integration fleet bench clean system-deps collection
+.PHONY: audit test lint unit integration fleet bench clean system-deps collection sanity
 
 audit: $(VENV)/.requirements.stamp
 	$(BIN)/ansible-playbook audit.yml
@@ -37,6 +37,15 @@ bench: $(VENV)/.requirements-dev.stamp system-deps
 # build/collection/ansible_collections/portpool/portpool and build/dist/*.tar.gz.
 collection: $(VENV)/.requirements.stamp
 	$(BIN)/python scripts/build_collection.py
+
+# ansible-test sanity on the generated collection, offline: the wheels its sanity
+# venvs need are fetched once, here, with the rest of the requirements.
+sanity: collection build/sanity-wheels/.stamp
+	$(BIN)/python scripts/sanity.py
+
+build/sanity-wheels/.stamp: requirements.txt | $(VENV)/.requirements.stamp
+	$(BIN)/python scripts/sanity.py --wheels
+	touch $@
 
 system-deps:
 	./scripts/install-system-deps

@@ -159,6 +159,27 @@ def _squeeze_blank_lines(text):
     return re.sub(r"\n{4,}", "\n\n\n", text)
 
 
+def rewrite_module_docs(text, modules):
+    """Module documentation names our modules by FQCN, as validate-modules requires.
+
+    M(x), O(x#module:..), RV(x#module:..) markup, `seealso: - module: x`, and the
+    task keys of the EXAMPLES block.
+    """
+    names = "|".join(re.escape(name) for name in sorted(modules)) or r"(?!)"
+    text = re.sub(r"\bM\((%s)\)" % names, lambda m: "M(%s)" % fqcn(m.group(1)), text)
+    text = re.sub(r"\b(O|RV)\((%s)#module:" % names,
+                  lambda m: "%s(%s#module:" % (m.group(1), fqcn(m.group(2))), text)
+    text = re.sub(r"^(\s*-\s+module:\s+)(%s)[ \t]*$" % names,
+                  lambda m: m.group(1) + fqcn(m.group(2)), text, flags=re.M)
+    examples = re.search(r'^EXAMPLES = r?"""\n(.*?)^"""', text, re.M | re.S)
+    if examples:
+        block = re.sub(r"^(\s*(?:-\s+)?)(%s):(?=\s|$)" % names,
+                       lambda m: m.group(1) + fqcn(m.group(2)) + ":", examples.group(1),
+                       flags=re.M)
+        text = text[:examples.start(1)] + block + text[examples.end(1):]
+    return text
+
+
 # ---- YAML (roles and playbooks) -------------------------------------------------
 
 
