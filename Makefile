@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 audit: $(VENV)/.requirements.stamp
 	$(BIN)/ansible-playbook audit.yml
 
-test: $(VENV)/.requirements-dev.stamp system-deps lint
+test: $(VENV)/.requirements-dev.stamp system-deps lint sanity
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 lint: $(VENV)/.requirements-dev.stamp

@@ -163,3 +163,21 @@ def test_yaml_rewrite_refuses_a_shape_it_cannot_check():
     flow = "- {name: Gather, portpool_facts: {processes: true}}\n"
     with pytest.raises(RewriteError, match="FQCN rewrite"):
         rewrite_yaml(flow, {"portpool_facts"}, set(), set(), "tasks.yml")
+
+
+def test_module_docs_name_our_modules_by_fqcn():
+    from collection_rewrite import rewrite_module_docs
+
+    source = ('DOCUMENTATION = r"""\nseealso:\n  - module: portpool_probe\n'
+              '  - module: ansible.posix.sysctl\ndescription: M(portpool_probe) and '
+              'RV(portpool_probe#module:probe), not M(portpool_probes)\n"""\n'
+              'EXAMPLES = r"""\n- name: Gather\n  portpool_probe:\n    scope: lab\n"""\n'
+              'portpool_probe = 1\n')
+    out = rewrite_module_docs(source, {"portpool_probe"})
+    assert "  - module: portpool.portpool.portpool_probe\n" in out
+    assert "  - module: ansible.posix.sysctl\n" in out
+    assert "M(portpool.portpool.portpool_probe) and" in out
+    assert "RV(portpool.portpool.portpool_probe#module:probe)" in out
+    assert "M(portpool_probes)" in out
+    assert "  portpool.portpool.portpool_probe:\n    scope: lab" in out
+    assert out.endswith("portpool_probe = 1\n")  # code outside the docs is left alone
