@@ -68,6 +68,15 @@ options:
     type: str
     choices: [auto, netlink, proc]
     default: auto
+  probe_failure:
+    description:
+      - What a failed probe does. V(fail) fails the module (the facts are still in the
+        result). V(report) returns the facts and the probe's message as RV(probe_error),
+        so a caller that judges the facts (the audit) gets them without a failed task
+        dumping them to the console.
+    type: str
+    choices: [fail, report]
+    default: fail
   probe:
     description:
       - Also run M(portpool_probe) with these options, in the same call, and return its
@@ -75,7 +84,8 @@ options:
       - O(probe.sample_ports) larger than the host's usable pool is lowered to the pool
         (a narrow range is a finding, not an error), unlike in M(portpool_probe).
       - When the probe fails the module fails with the probe's message, and the result
-        still carries the facts under C(ansible_facts.portpool).
+        still carries the facts under C(ansible_facts.portpool); with
+        O(probe_failure=report) it succeeds and returns the message as RV(probe_error).
       - See M(portpool_probe) for what each option does.
     type: dict
     suboptions:
@@ -106,6 +116,37 @@ options:
       destination:
         description: C(mode=host) only; the loopback address the hold connects to.
         type: str
+  namespaces:
+    description:
+      - Other network namespaces on the host (containers, pods, C(ip netns)), each read
+        from inside with the same facts as the host's, under C(namespaces).
+      - A namespace is found through the files runtimes bind-mount (C(/run/netns),
+        C(/run/docker/netns)) and through every process's C(/proc/PID/ns/net), and
+        counted once by its inode. Entering them needs root; without it they are
+        counted but not read, and C(namespaces.reasons) says so.
+    type: dict
+    default: {}
+    suboptions:
+      enabled:
+        description: Look for other namespaces at all.
+        type: bool
+        default: true
+      max_count:
+        description: Read at most this many namespaces; the rest are counted as skipped.
+        type: int
+        default: 64
+      seconds:
+        description: Time budget for reading them; namespaces not started by then are skipped.
+        type: float
+        default: 10.0
+      match:
+        description:
+          - Shell-style patterns; only namespaces whose name, C(ip netns) name,
+            container name or id, or C(pod-namespace/pod-name) matches one are read.
+            Empty reads them all.
+        type: list
+        elements: str
+        default: []
 attributes:
   check_mode:
     support: full
@@ -161,6 +202,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+probe_error:
+  description: Why the probe failed, with O(probe_failure=report); the facts are complete.
+  returned: when the probe failed and O(probe_failure=report)
+  type: str
+  sample: "mode=lab needs root to create its network namespace: use become: true"
 probe:
   description: What M(portpool_probe) returns as RV(portpool_probe#module:probe), when
     O(probe) is set; null when the probe was skipped (O(probe.mode=host) in check mode).
@@ -308,6 +354,49 @@ ansible_facts:
             processes:
               - {name: nginx, kind: process, pid: 812, open_fds: 37,
                  max_open_files: {soft: 1024, hard: 524288}}
+        namespaces:
+          description:
+            - The host's other network namespaces (see O(namespaces)); V(null) when
+              O(namespaces.enabled) is false.
+            - C(found) counts them all; C(inspected) those read; C(skipped) counts
+              C(filtered) (by O(namespaces.match)), C(limit), C(time) and C(errors);
+              C(reasons) says why any were not read; C(stale_files) lists files under
+              the netns folders with no namespace mounted on them.
+            - Each of C(items) has C(id) (C(net:[inode])), C(inode), C(name) (for
+              people), C(kind) (V(kubernetes), V(container), V(named) or V(process)),
+              C(netns) (its C(ip netns) name), C(container) (C(id), C(name)), C(pod)
+              (C(uid), C(namespace), C(name)), C(holder) (C(pid), C(comm)),
+              C(processes) (how many hold it), C(error), and the namespace's own
+              C(sysctl) (C(net.*) keys only), C(ephemeral), C(sockets),
+              C(destinations) and C(listeners_in_range), shaped as the host's.
+          returned: always
+          type: dict
+          sample:
+            found: 1
+            inspected: 1
+            skipped: {filtered: 0, limit: 0, time: 0, errors: 0}
+            reasons: []
+            stale_files: []
+            seconds: 0.012
+            items:
+              - id: "net:[4026532301]"
+                inode: 4026532301
+                name: container web-1
+                kind: container
+                netns: null
+                container: {id: 3f2a9c1b7d44, name: web-1}
+                pod: null
+                holder: {pid: 5123, comm: nginx}
+                processes: 3
+                error: null
+                sysctl: {ip_local_port_range: [32768, 60999], tcp_tw_reuse: 2}
+                ephemeral: {low: 32768, high: 60999, size: 28232, reserved_in_range: 0,
+                            usable: 28232}
+                sockets: {source: netlink, time_wait: 20000}
+                destinations: {count: 1, top: [{address: 198.18.0.2, port: 5432,
+                                                time_wait: 20000, established: 12,
+                                                total: 20012, utilisation: 0.7088}]}
+                listeners_in_range: []
 """
 
 import os
@@ -321,35 +410,21 @@ from ansible.module_utils.portpool_limits import (
     pids_by_comm,
     unit_cgroup_pids,
 )
+from ansible.module_utils.portpool_netns_inspect import (
+    namespace_facts,
+    namespaces_argument_spec,
+)
 from ansible.module_utils.portpool_persisted import find_drift, read_persisted
 from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
-from ansible.module_utils.portpool_sockdiag import (
-    ALL_STATES,
-    LISTEN,
-    TIME_WAIT,
-    NetlinkUnavailable,
-    SocketTally,
-    merge_tally,
-    netlink_tally,
-    netlink_timewait_into,
-    parse_netstat_counter,
-    proc_tally,
-    state_counts,
-    summarise_destinations,
-    summarise_listeners,
+from ansible.module_utils.portpool_snapshot import (  # noqa: F401 (tests use them here)
+    FACT_NAMES,
+    collect_sockets,
+    network_snapshot,
+    read_runtime,
+    type_sysctls,
 )
-from ansible.module_utils.portpool_sysctl import (
-    KNOWN_KEYS,
-    parse_int,
-    parse_kernel_version,
-    parse_port_range,
-    parse_reserved_ports,
-    pool_size,
-    read_sysctl,
-)
-
-# Fact name for each dotted key: the leaf, with `file-max` made a valid identifier.
-FACT_NAMES = {key: key.rsplit(".", 1)[1].replace("-", "_") for key in KNOWN_KEYS}
+from ansible.module_utils.portpool_sockdiag import NetlinkUnavailable
+from ansible.module_utils.portpool_sysctl import KNOWN_KEYS, parse_kernel_version, read_sysctl
 
 
 def get_argument_spec():
@@ -361,42 +436,9 @@ def get_argument_spec():
         "socket_source": {"type": "str", "choices": ["auto", "netlink", "proc"],
                           "default": "auto"},
         "probe": {"type": "dict", "options": probe_argument_spec()},
+        "probe_failure": {"type": "str", "choices": ["fail", "report"], "default": "fail"},
+        "namespaces": {"type": "dict", "options": namespaces_argument_spec(), "default": {}},
     }
-
-
-def read_runtime(proc_root="/proc"):
-    """Normalised runtime text of every known key (None: absent), and warnings."""
-    runtime = {}
-    warnings = []
-    sys_root = os.path.join(proc_root, "sys")
-    for key in KNOWN_KEYS:
-        try:
-            runtime[key] = read_sysctl(key, sys_root)
-        except OSError as exc:
-            runtime[key] = None
-            warnings.append("cannot read sysctl %s: %s" % (key, exc.strerror or exc))
-    return runtime, warnings
-
-
-def type_sysctls(runtime):
-    """Typed sysctl facts from normalised runtime text; unparsable values become None."""
-    typed = {}
-    warnings = []
-    for key in KNOWN_KEYS:
-        text = runtime.get(key)
-        value = None
-        if text is not None:
-            try:
-                if key.endswith("ip_local_port_range"):
-                    value = list(parse_port_range(text))
-                elif key.endswith("ip_local_reserved_ports"):
-                    value = parse_reserved_ports(text)
-                else:
-                    value = parse_int(text, key)
-            except ValueError as exc:
-                warnings.append("sysctl %s: %s" % (key, exc))
-        typed[FACT_NAMES[key]] = value
-    return typed, warnings
 
 
 def kernel_facts(proc_root="/proc"):
@@ -411,48 +453,6 @@ def kernel_facts(proc_root="/proc"):
     return {"release": release, "version": parse_kernel_version(release)}
 
 
-def collect_sockets(low, high, source="auto", proc_root="/proc"):
-    """Socket tally from netlink or /proc; and warnings.
-
-    Netlink asks three times, each with the states filtered in the kernel:
-    LISTEN, then every other state but TIME_WAIT, then TIME_WAIT alone through
-    the fast fixed-record path (TIME_WAIT is where the numbers are).
-
-    Listening ports are excluded from the outgoing-port table before the
-    connection dump, so accepted connections to a listener inside the range are
-    not counted as outgoing ones.
-    """
-    warnings = []
-    if source in ("auto", "netlink"):
-        try:
-            listeners = netlink_tally(SocketTally(), 1 << LISTEN)
-            ports = {port for _family, _raw, port in listeners.listeners}
-            connections = netlink_tally(
-                SocketTally(low, high, exclude_ports=ports),
-                ALL_STATES & ~((1 << LISTEN) | (1 << TIME_WAIT)))
-            netlink_timewait_into(connections)
-            merge_tally(connections, listeners)
-            return connections, "netlink", warnings
-        except NetlinkUnavailable as exc:
-            if source == "netlink":
-                raise
-            warnings.append("netlink sock_diag unavailable (%s); reading /proc/net/tcp" % exc)
-    tally = SocketTally(low, high)
-    warnings.extend(proc_tally(tally, proc_root))
-    if not tally.tables:
-        return None, None, warnings
-    return tally, "proc", warnings
-
-
-def read_netstat_counter(name, proc_root="/proc"):
-    path = os.path.join(proc_root, "net", "netstat")
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return parse_netstat_counter(handle.read(), name), []
-    except OSError as exc:
-        return None, ["cannot read %s: %s" % (path, exc.strerror or exc)]
-
-
 def find_process_pids(module, name, proc_root):
     """(kind, [pids]) for a process name or systemd unit."""
     if not is_unit(name):
@@ -460,7 +460,8 @@ def find_process_pids(module, name, proc_root):
     systemctl = module.get_bin_path("systemctl") if proc_root == "/proc" else None
     if systemctl and os.path.isdir("/run/systemd/system"):
         rc, out, _err = module.run_command(
-            [systemctl, "show", "--property", "MainPID", "--value", name],
+            # `--`: a unit name is never read as an option (-H host would ssh there).
+            [systemctl, "show", "--property", "MainPID", "--value", "--", name],
             environ_update={"LANG": "C", "LC_ALL": "C"})
         if rc == 0 and out.strip().isdigit():
             pid = int(out.strip())
@@ -487,61 +488,29 @@ def limits_facts(module, names, proc_root):
 def gather(module, params):
     """Every fact; returns (facts, warnings). I/O is behind the helpers it calls."""
     proc_root = params["proc_root"]
-    warnings = []
-    runtime, more = read_runtime(proc_root)
-    warnings.extend(more)
-    sysctl, more = type_sysctls(runtime)
-    warnings.extend(more)
-
-    ephemeral = None
-    reserved = sysctl["ip_local_reserved_ports"] or []
-    if sysctl["ip_local_port_range"] is not None:
-        low, high = sysctl["ip_local_port_range"]
-        ephemeral = pool_size(low, high, reserved)
-    else:
-        warnings.append("ip_local_port_range unknown: no ephemeral pool, destinations "
-                        "or listeners_in_range")
-
+    source = params["socket_source"]
+    snapshot, runtime, warnings = network_snapshot(
+        KNOWN_KEYS, proc_root, source, params["destinations_top"])
     persisted, more = read_persisted(KNOWN_KEYS, params["config_root"])
     warnings.extend(more)
     persisted["drift"] = find_drift(runtime, persisted["keys"])
 
-    source = params["socket_source"]
-    if proc_root != "/proc":
-        source = "proc"
-    low, high = (ephemeral["low"], ephemeral["high"]) if ephemeral else (None, None)
-    tally, used, more = collect_sockets(low, high, source, proc_root)
-    warnings.extend(more)
-    sockets = destinations = listeners = None
-    if tally is not None:
-        counts = state_counts(tally)
-        overflow, more = read_netstat_counter("TCPTimeWaitOverflow", proc_root)
-        warnings.extend(more)
-        sockets = {
-            "source": used,
-            "ipv4": counts["ipv4"],
-            "ipv6": counts["ipv6"],
-            "total": counts["total"],
-            "time_wait": counts["total"]["time_wait"],
-            "TCPTimeWaitOverflow": overflow,
-        }
-        if ephemeral:
-            top, count = summarise_destinations(
-                tally.destinations, ephemeral["usable"], params["destinations_top"])
-            destinations = {"top": top, "count": count}
-            listeners = summarise_listeners(tally.listeners, low, high, reserved)
-
     limits, more = limits_facts(module, params["processes"], proc_root)
     warnings.extend(more)
+    namespaces = None
+    if (params.get("namespaces") or {}).get("enabled") and proc_root == "/proc":
+        namespaces, more = namespace_facts(params["namespaces"], params["destinations_top"])
+        warnings.extend(more)
     facts = {
-        "sysctl": sysctl,
+        "sysctl": snapshot["sysctl"],
         "kernel": kernel_facts(proc_root),
-        "ephemeral": ephemeral,
+        "ephemeral": snapshot["ephemeral"],
         "persisted": persisted,
-        "sockets": sockets,
-        "destinations": destinations,
-        "listeners_in_range": listeners,
+        "sockets": snapshot["sockets"],
+        "destinations": snapshot["destinations"],
+        "listeners_in_range": snapshot["listeners_in_range"],
         "limits": limits,
+        "namespaces": namespaces,
     }
     return facts, warnings
 
@@ -559,6 +528,10 @@ def main():
     module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
     if module.params["destinations_top"] < 0:
         module.fail_json(msg="destinations_top must be 0 or more")
+    bounds = module.params["namespaces"]
+    if bounds["max_count"] < 0 or bounds["seconds"] <= 0:
+        module.fail_json(msg="namespaces.max_count must be 0 or more and "
+                             "namespaces.seconds above 0")
     try:
         facts, warnings = gather(module, module.params)
     except NetlinkUnavailable as exc:
@@ -568,6 +541,9 @@ def main():
     result = {"changed": False, "ansible_facts": {"portpool": facts}}
     if module.params["probe"] is not None:
         outcome = measure(probe_options(module.params["probe"], facts), module.check_mode)
+        if outcome.error and module.params["probe_failure"] == "report":
+            result["probe_error"] = outcome.error
+            module.exit_json(**result)
         if outcome.error:
             module.fail_json(msg="probe: %s" % outcome.error, **result)
         if outcome.skipped:

@@ -15,11 +15,17 @@ build/ansible-test-home (nothing of the user's home is touched):
 
     python3 scripts/sanity.py --wheels      # once, online
     python3 scripts/sanity.py [ansible-test sanity options]
+    python3 scripts/sanity.py --refresh-ignores
+
+--refresh-ignores rewrites tests/collection/sanity-ignore.txt to what the sources
+need now (adds the new findings, drops entries no longer needed): run it after
+merging source changes, then read its diff, which is the list of new findings.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,6 +40,9 @@ COLLECTION = BUILD / "collection" / "ansible_collections" / "portpool" / "portpo
 HOME = BUILD / "ansible-test-home"
 WHEELS = BUILD / "sanity-wheels"
 BIN = Path(sys.executable).parent
+IGNORES = ROOT / "tests" / "collection" / "sanity-ignore.txt"
+# Tests whose findings have codes an ignore entry can name (test:code).
+CODED = ("pep8", "pylint", "validate-modules", "yamllint")
 # Every default sanity test runs (validate-modules checks DOCUMENTATION against the
 # argument specs; pep8 and pylint the code), except:
 SKIP = (
@@ -46,6 +55,7 @@ SHIM = '''\
 """Stand-in for ansible-test's get-pip.py: written by scripts/sanity.py."""
 import ensurepip
 import os
+import re
 import subprocess
 import sys
 
@@ -98,7 +108,7 @@ def install_shim():
     shim.write_text(SHIM.format(wheels=str(WHEELS)))
 
 
-def run_sanity(extra):
+def run_sanity(extra, capture=False):
     if not COLLECTION.is_dir():
         sys.exit("sanity: no collection at %s: run `make collection` first" % COLLECTION)
     if not any(WHEELS.glob("pip-*.whl")):
@@ -115,15 +125,52 @@ def run_sanity(extra):
     for test in SKIP:
         command += ["--skip-test", test]
     started = time.monotonic()
-    done = subprocess.run([*command, *extra], cwd=COLLECTION, env=env)
+    done = subprocess.run([*command, *extra], cwd=COLLECTION, env=env, text=True,
+                          stderr=subprocess.STDOUT if capture else None,
+                          stdout=subprocess.PIPE if capture else None)
     print("ansible-test sanity: exit %d in %.0f s" % (done.returncode, time.monotonic() - started))
-    return done.returncode
+    return done.stdout if capture else done.returncode
+
+
+def needed_ignores(output, current):
+    """Ignore entries from one sanity run: its findings, minus the unneeded entries."""
+    test, found, unneeded = None, set(), set()
+    for line in output.splitlines():
+        running = re.match(r'Running sanity test "([\w-]+)"( on Python (\S+))?', line)
+        if running:
+            test = running.group(1) + ("-" + running.group(3) if running.group(3) else "")
+            continue
+        error = re.match(r"ERROR: (\S+?):(\d+):\d+: (?:([\w-]+): )?(.*)", line)
+        if not error or test is None:
+            continue
+        path, number, code, message = error.groups()
+        if path.startswith("tests/sanity/ignore-"):
+            if "unnecessary" in message:
+                unneeded.add(current[int(number) - 1])
+        elif test in CODED and code:
+            found.add("%s %s:%s" % (path, test, code))
+        else:
+            found.add("%s %s" % (path, test))
+    return sorted((set(current) - unneeded) | found)
+
+
+def refresh_ignores():
+    generated = next((COLLECTION / "tests" / "sanity").glob("ignore-*.txt"))
+    current = generated.read_text().splitlines()
+    output = run_sanity(["--failure-ok"], capture=True)
+    entries = needed_ignores(output, current)
+    header = [line for line in IGNORES.read_text().splitlines() if line.startswith("#")]
+    IGNORES.write_text("\n".join(header + entries) + "\n")
+    print("%s: %d entries (was %d)" % (IGNORES.relative_to(ROOT), len(entries), len(current)))
+    return 0
 
 
 def main():
     if sys.argv[1:] == ["--wheels"]:
         download_wheels()
         return 0
+    if sys.argv[1:] == ["--refresh-ignores"]:
+        return refresh_ignores()
     return run_sanity(sys.argv[1:])
 
 

@@ -8,7 +8,7 @@ import portpool_facts
 import portpool_probe
 import pytest
 import yaml
-from ansible.module_utils import basic
+from ansible.module_utils import basic, portpool_snapshot
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.portpool_limits import (
     describe_pid,
@@ -57,7 +57,7 @@ def gathered(tmp_path):
 def test_exactly_the_issue_keys(gathered):
     facts, _warnings = gathered
     assert set(facts) == {"sysctl", "kernel", "ephemeral", "persisted", "sockets",
-                          "destinations", "listeners_in_range", "limits"}
+                          "destinations", "listeners_in_range", "limits", "namespaces"}
     assert set(facts["persisted"]) == {"root", "files", "masked", "keys", "drift"}
     assert set(facts["sockets"]) == {"source", "ipv4", "ipv6", "total", "time_wait",
                                      "TCPTimeWaitOverflow"}
@@ -149,7 +149,7 @@ def test_unreadable_sysctl_is_null_with_warning(tmp_path, monkeypatch):
     def denied(name, root):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(portpool_facts, "read_sysctl", denied)
+    monkeypatch.setattr(portpool_snapshot, "read_sysctl", denied)
     runtime, warnings = portpool_facts.read_runtime(str(tmp_path))
     assert set(runtime.values()) == {None}
     assert len(warnings) == len(runtime)
@@ -207,7 +207,7 @@ def test_documentation_matches_argument_spec():
     returned = yaml.safe_load(portpool_facts.RETURN)
     keys = returned["ansible_facts"]["contains"]["portpool"]["contains"]
     assert set(keys) == {"sysctl", "kernel", "ephemeral", "persisted", "sockets",
-                         "destinations", "listeners_in_range", "limits"}
+                         "destinations", "listeners_in_range", "limits", "namespaces"}
     assert "probe" in returned
     yaml.safe_load(portpool_facts.EXAMPLES)
 
@@ -250,7 +250,7 @@ def test_netlink_unavailable_falls_back_to_proc(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise NetlinkUnavailable("netlink sock_diag socket: [Errno 93] Protocol not supported")
 
-    monkeypatch.setattr(portpool_facts, "netlink_tally", refuse)
+    monkeypatch.setattr(portpool_snapshot, "netlink_tally", refuse)
     tally, source, warnings = portpool_facts.collect_sockets(40000, 49999, "auto", str(PROC))
     assert source == "proc"
     assert tally.messages > 0
@@ -301,6 +301,14 @@ def test_main_fails_on_a_probe_error_and_keeps_the_facts(monkeypatch, capsys):
     assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
 
 
+def test_main_reports_a_probe_error_when_asked(monkeypatch, capsys):
+    # probe_failure=report (the audit): the facts come back, the task does not fail.
+    result, _ = _run_main(monkeypatch, capsys, {"probe": {}, "probe_failure": "report"},
+                          Outcome(error="mode=lab needs root"))
+    assert not result.get("failed") and result["probe_error"] == "mode=lab needs root"
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
 def test_main_warns_when_the_probe_is_skipped(monkeypatch, capsys):
     result, _ = _run_main(monkeypatch, capsys, {"probe": {"mode": "host"}},
                           Outcome(skipped="nothing measured in check mode"))
@@ -312,3 +320,21 @@ def test_main_rejects_a_bad_probe_option(monkeypatch, capsys):
     result, seen = _run_main(monkeypatch, capsys, {"probe": {"mode": "remote"}}, Outcome())
     assert seen == [] and result["failed"] is True
     assert "probe" in result["msg"] and "mode" in result["msg"]
+
+
+def test_unit_names_reach_systemctl_after_a_double_dash(monkeypatch):
+    """Issue 11 (Low): `-Hroot@host.service` must not become systemctl's -H option."""
+    calls = []
+
+    class Recorder:
+        def get_bin_path(self, name):
+            return "/usr/bin/" + name
+
+        def run_command(self, argv, environ_update=None):
+            calls.append(argv)
+            return 0, "0\n", ""
+
+    monkeypatch.setattr(portpool_facts.os.path, "isdir", lambda path: True)
+    name = "-Hroot@attacker.example:2222.service"
+    portpool_facts.find_process_pids(Recorder(), name, "/proc")
+    assert calls and calls[0][-2:] == ["--", name]
