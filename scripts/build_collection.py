@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from ansible.release import __version__ as ansible_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collection_rewrite import (
+    PLUGIN_UTILS_PACKAGE,
+    UTILS_PACKAGE,
     RewriteError,
     leftover_hacks,
     rewrite_module_docs,
@@ -94,6 +97,50 @@ def utils_names():
     return names
 
 
+def target_utils(utils):
+    """The module_utils the modules import, directly or through each other.
+
+    Those travel to the targets inside AnsiballZ and stay in plugins/module_utils;
+    the rest run only in the controller (they may import PyYAML or Jinja2) and go
+    to plugins/plugin_utils, where ansible-test checks them as controller code.
+    """
+    pattern = re.compile(r"^\s*from ansible\.module_utils\.(\w+)", re.M)
+    folder = ROOT / "module_utils"
+
+    def imports(path):
+        return {name for name in pattern.findall(path.read_text()) if name in utils}
+
+    wanted = set().union(*(imports(p) for p in (ROOT / "library").glob("*.py")))
+    pending = list(wanted)
+    while pending:
+        name = pending.pop()
+        package = folder / name
+        sources = python_sources(package) if package.is_dir() else [folder / (name + ".py")]
+        for found in set().union(*(imports(p) for p in sources)) - wanted:
+            wanted.add(found)
+            pending.append(found)
+    return wanted
+
+
+def utils_packages(utils):
+    on_targets = target_utils(utils)
+    return {name: UTILS_PACKAGE if name in on_targets else PLUGIN_UTILS_PACKAGE
+            for name in utils}
+
+
+def copy_utils(packages, dest):
+    """module_utils/ split into plugins/module_utils and plugins/plugin_utils."""
+    folder = ROOT / "module_utils"
+    for source in python_sources(folder):
+        relative = source.relative_to(folder)
+        name = relative.parts[0].removesuffix(".py")
+        kind = packages[name].rsplit(".", 1)[-1] if name in packages else "module_utils"
+        target = dest / "plugins" / kind / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rewrite_python(source.read_text(), packages,
+                                         str(source.relative_to(ROOT))))
+
+
 def copy_python(source_dir, dest_dir, utils, modules=None):
     """Copy Python sources; with `modules`, their documentation gets FQCNs too."""
     for source in python_sources(source_dir):
@@ -122,7 +169,7 @@ def generate(dest):
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    utils = utils_names()
+    utils = utils_packages(utils_names())
     modules = {p.stem for p in (ROOT / "library").glob("*.py")}
     roles = {p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir()}
     playbooks = {p.stem for p in (ROOT / "playbooks").glob("*.yml")}
@@ -130,7 +177,7 @@ def generate(dest):
 
     copy_python(ROOT / "library", dest / "plugins" / "modules", utils, modules)
     copy_python(ROOT / "action_plugins", dest / "plugins" / "action", utils)
-    copy_python(ROOT / "module_utils", dest / "plugins" / "module_utils", utils)
+    copy_utils(utils, dest)
     copy_yaml_tree(ROOT / "roles", dest / "roles", names)
     copy_yaml_tree(ROOT / "playbooks", dest / "playbooks", names)
     shutil.copytree(ROOT / "docs", dest / "docs")

@@ -12,7 +12,10 @@ import re
 import yaml
 
 NAMESPACE = "portpool.portpool"
-UTILS_PACKAGE = "ansible_collections.portpool.portpool.plugins.module_utils"
+COLLECTION_PACKAGE = "ansible_collections.portpool.portpool.plugins"
+UTILS_PACKAGE = COLLECTION_PACKAGE + ".module_utils"
+# Controller-only helpers: the folder ansible.utils and others use for them.
+PLUGIN_UTILS_PACKAGE = COLLECTION_PACKAGE + ".plugin_utils"
 MODULE_UTILS = "ansible.module_utils"
 # Keywords that take a role name, with or without the ansible.builtin prefix.
 ROLE_INCLUDES = ("import_role", "include_role")
@@ -30,7 +33,13 @@ def fqcn(name):
 
 
 def rewrite_python(text, utils, where):
-    """Drop the module_utils path hack, then point our imports at the collection."""
+    """Drop the module_utils path hack, then point our imports at the collection.
+
+    `utils` maps each of our module_utils names to its collection package (a plain
+    set means all of them stay in plugins/module_utils).
+    """
+    if not isinstance(utils, dict):
+        utils = dict.fromkeys(utils, UTILS_PACKAGE)
     text = drop_path_hack(text, where)
     text = _rewrite_imports(text, utils, where)
     problems = leftover_hacks(text) + _leftover_imports(text, utils)
@@ -44,7 +53,7 @@ def _rewrite_imports(text, utils, where):
     submodule = re.compile(r"^(\s*)from %s\.(%s)(\.[\w.]+)? import "
                            % (re.escape(MODULE_UTILS), names), re.M)
     text = submodule.sub(lambda m: "%sfrom %s.%s%s import " % (
-        m.group(1), UTILS_PACKAGE, m.group(2), m.group(3) or ""), text)
+        m.group(1), utils[m.group(2)], m.group(2), m.group(3) or ""), text)
 
     def package(match):
         imported = [part.split(" as ")[0].strip() for part in match.group(2).split(",")]
@@ -54,7 +63,11 @@ def _rewrite_imports(text, utils, where):
         if len(ours) != len(imported):
             raise RewriteError("%s: mixes ansible-core and portpool module_utils in one "
                                "import: %s" % (where, match.group(0).strip()))
-        return "%sfrom %s import %s" % (match.group(1), UTILS_PACKAGE, match.group(2))
+        packages = {utils[name] for name in ours}
+        if len(packages) != 1:
+            raise RewriteError("%s: one import of target and controller-only module_utils: "
+                               "%s" % (where, match.group(0).strip()))
+        return "%sfrom %s import %s" % (match.group(1), packages.pop(), match.group(2))
 
     text = re.sub(r"^(\s*)from %s import ([\w ,]+)$" % re.escape(MODULE_UTILS), package,
                   text, flags=re.M)

@@ -181,3 +181,16 @@ def test_module_docs_name_our_modules_by_fqcn():
     assert "M(portpool_probes)" in out
     assert "  portpool.portpool.portpool_probe:\n    scope: lab" in out
     assert out.endswith("portpool_probe = 1\n")  # code outside the docs is left alone
+
+
+def test_modules_ship_only_target_code(built):
+    """What a module imports stays in plugins/module_utils (it travels to the hosts);
+    controller-only helpers (PyYAML, Jinja2) live in plugins/plugin_utils."""
+    plugins = built[0] / "plugins"
+    for module in (plugins / "modules").glob("*.py"):
+        assert ".plugins.plugin_utils." not in module.read_text(), module
+    for util in (plugins / "module_utils").glob("*.py"):
+        text = util.read_text()
+        assert ".plugins.plugin_utils." not in text, util
+        assert "import yaml" not in text and "import jinja2" not in text, util
+    assert list((plugins / "plugin_utils").glob("*.py"))
