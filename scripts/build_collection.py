@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gzip
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -46,6 +49,8 @@ COLLECTION = BUILD / "collection" / "ansible_collections" / "portpool" / "portpo
 DIST = BUILD / "dist"
 # The oldest ansible-core the collection declares; CI tests the pinned 2.19.
 REQUIRES_ANSIBLE = ">=2.16.0"
+# Every tarball entry's time: 2026-01-01T00:00:00Z, so rebuilding changes no byte.
+REPRODUCIBLE_MTIME = 1767225600
 # Role and playbook folders whose YAML names modules, roles and playbooks.
 TASK_DIRS = ("tasks", "handlers")
 
@@ -230,7 +235,25 @@ def build_tarball(source, dist):
                "--force", "--output-path", str(dist), str(source)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                    env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
-    return dist / ("portpool-portpool-%s.tar.gz" % read_version())
+    tarball = dist / ("portpool-portpool-%s.tar.gz" % read_version())
+    make_reproducible(tarball)
+    return tarball
+
+
+def make_reproducible(tarball):
+    """Same sources, same bytes: ansible-galaxy stamps every entry (and gzip) with
+    the build time; repack with a fixed time, the members unchanged and in order."""
+    members = []
+    with tarfile.open(tarball, "r:gz") as source:
+        for info in source.getmembers():
+            data = source.extractfile(info).read() if info.isfile() else None
+            info.mtime = REPRODUCIBLE_MTIME
+            members.append((info, data))
+    with open(tarball, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped, \
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.GNU_FORMAT) as target:
+        for info, data in members:
+            target.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
 def main(argv=None):

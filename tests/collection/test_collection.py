@@ -84,10 +84,12 @@ def comparable(fleet):
     }
 
 
-def test_the_generated_tree_is_the_same_every_time(built, tmp_path):
+def test_the_generated_tree_and_tarball_are_the_same_every_time(built, tmp_path):
     again = tmp_path / "ansible_collections" / "portpool" / "portpool"
     build_collection.generate(again)
     assert tree_digest(again) == tree_digest(built[0])
+    tarball = build_collection.build_tarball(again, tmp_path / "dist")
+    assert tarball.read_bytes() == built[1].read_bytes()
 
 
 def test_no_module_utils_path_hack_remains(built):
