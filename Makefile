@@ -10,12 +10,12 @@ PYTEST_ARGS ?=
 # Tools the venv installs (ansible-lint calls ansible-* itself) come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: audit test lint unit integration fleet bench kernels clean system-deps
+.PHONY: audit test lint unit integration fleet bench kernels clean system-deps collection sanity
 
 audit: $(VENV)/.requirements.stamp
 	$(BIN)/ansible-playbook audit.yml
 
-test: $(VENV)/.requirements-dev.stamp system-deps lint
+test: $(VENV)/.requirements-dev.stamp system-deps lint sanity
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
 	$(MAKE) kernels
 
@@ -39,6 +39,20 @@ bench: $(VENV)/.requirements-dev.stamp system-deps
 kernels: $(VENV)/.requirements-dev.stamp system-deps
 	$(BIN)/python -m tests.kernels $(KERNELS)
 
+# The Galaxy collection, generated from this playbook project (never kept by hand):
+# build/collection/ansible_collections/portpool/portpool and build/dist/*.tar.gz.
+collection: $(VENV)/.requirements.stamp
+	$(BIN)/python scripts/build_collection.py
+
+# ansible-test sanity on the generated collection, offline: the wheels its sanity
+# venvs need are fetched once, here, with the rest of the requirements.
+sanity: collection build/sanity-wheels/.stamp
+	$(BIN)/python scripts/sanity.py
+
+build/sanity-wheels/.stamp: requirements.txt | $(VENV)/.requirements.stamp
+	$(BIN)/python scripts/sanity.py --wheels
+	touch $@
+
 system-deps:
 	./scripts/install-system-deps
 
@@ -55,4 +69,4 @@ $(VENV)/.requirements-dev.stamp: requirements.txt requirements-dev.txt | $(BIN)/
 	touch $(VENV)/.requirements.stamp $@
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .ruff_cache .cache
+	rm -rf $(VENV) build reports .pytest_cache .ruff_cache .cache
