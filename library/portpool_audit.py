@@ -15,48 +15,30 @@ short_description: Judge portpool facts and probe results and write one result f
 description:
   - An action that runs on the controller, once per play, after C(portpool_facts) (with
     its C(probe) option, or followed by C(portpool_probe)) ran on every host of the play.
-  - Applies the portpool rules (PP001...) to each host's facts and probe, adds the
+  - Applies the portpool rules (PP001...) to each host's facts and probe, re-checks
+    every recommended fix against all rules before offering it, adds the
     fleet rule (drift from the majority of an inventory group), marks waived findings,
     and writes C(<run_dir>/results/<host>.json) for every host, reachable or not, plus
     the rule catalogue C(<run_dir>/rules.json).
-  - The rules themselves live in C(module_utils/portpool_audit.py); this action only
+  - The rules themselves live in C(module_utils/portpool_audit_rules.py); this action only
     feeds them and writes files. The C(portpool_audit) role calls it.
 version_added: "0.1.0"
 author: portpool contributors
 options:
-  names:
-    description:
-      - Inventory names of the audited hosts, in play order. The other list options
-        are parallel to it (same length, same order); a missing or null entry means
-        the host produced nothing for that option.
-    type: list
-    elements: str
-    required: true
   hosts:
     description:
-      - What the role collected on each host before contacting it, a dict with
-        C(vars) (the C(portpool_audit) role's variables as that host sees them, from
-        C(portpool_audit_min_usable_ports), ..., C(portpool_preflight_fail_on);
-        missing ones take the rules' defaults), C(groups) (C(group_names)) and
-        C(started) (ISO-8601 UTC time the host's audit began).
-    type: list
-    elements: raw
-    default: []
-  facts_results:
-    description:
-      - What C(register:) captured for C(portpool_facts) on each host, unreachable and
-        failed results included; null when the task never ran.
-    type: list
-    elements: raw
-    default: []
-  probe_results:
-    description:
-      - What C(register:) captured for C(portpool_probe) on each host.
-      - Leave it empty when C(portpool_facts) ran the probe (its C(probe) option); the
-        probe is then read from I(facts_results).
-    type: list
-    elements: raw
-    default: []
+      - One entry per audited host, keyed by inventory name, in play order. Each value
+        is a dict with C(vars) (the C(portpool_audit) role's variables as that host
+        sees them, from C(portpool_audit_min_usable_ports), ...,
+        C(portpool_preflight_fail_on) and C(portpool_tune_file_name); missing ones
+        take the rules' defaults), C(groups) (C(group_names)), C(started) (ISO-8601
+        UTC time the host's audit began) and C(facts_result) (what C(register:)
+        captured for C(portpool_facts) with its C(probe) option, unreachable and failed
+        results included; missing when the task never ran).
+      - Facts that do not follow C(docs/facts.md) make that host a C(failed) entry with
+        the reason; the other hosts are judged as usual.
+    type: dict
+    required: true
   run_dir:
     description:
       - The run's folder. A relative path is taken relative to I(base_dir).
@@ -89,10 +71,10 @@ seealso:
 EXAMPLES = r"""
 - name: Judge every host and write the result files
   portpool_audit:
-    names: "{{ ansible_play_hosts_all }}"
-    hosts: "{{ ansible_play_hosts_all | map('extract', hostvars, 'audit_host') }}"
-    facts_results: "{{ ansible_play_hosts_all | map('extract', hostvars, 'facts') }}"
-    probe_results: "{{ ansible_play_hosts_all | map('extract', hostvars, 'probe') }}"
+    # audit_host on each host: {vars, groups, started, facts_result}
+    hosts: >-
+      {{ dict(ansible_play_hosts_all
+              | zip(ansible_play_hosts_all | map('extract', hostvars, 'audit_host'))) }}
     base_dir: "{{ playbook_dir }}"
   run_once: true
   delegate_to: localhost
@@ -157,6 +139,20 @@ blocking:
   sample: [{"host": "web-01", "id": "PP004", "severity": "high", "title": "...", "message": "..."}]
 blocking_lines:
   description: I(blocking) as one readable line each.
+  returned: always
+  type: list
+  elements: str
+errors:
+  description:
+    - Each distinct reason a host was not (fully) audited, once, with every host it
+      hit. Reasons are unreachable, failed (including malformed facts), or a probe that failed
+      while the facts were judged (C(reason), C(hosts)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"reason": "unreachable: ssh: connection refused", "hosts": ["web-03", "web-07"]}]
+error_lines:
+  description: I(errors) as one readable line each, as the role prints them once.
   returned: always
   type: list
   elements: str

@@ -68,6 +68,15 @@ options:
     type: str
     choices: [auto, netlink, proc]
     default: auto
+  probe_failure:
+    description:
+      - What a failed probe does. V(fail) fails the module (the facts are still in the
+        result). V(report) returns the facts and the probe's message as RV(probe_error),
+        so a caller that judges the facts (the audit) gets them without a failed task
+        dumping them to the console.
+    type: str
+    choices: [fail, report]
+    default: fail
   probe:
     description:
       - Also run M(portpool_probe) with these options, in the same call, and return its
@@ -75,7 +84,8 @@ options:
       - O(probe.sample_ports) larger than the host's usable pool is lowered to the pool
         (a narrow range is a finding, not an error), unlike in M(portpool_probe).
       - When the probe fails the module fails with the probe's message, and the result
-        still carries the facts under C(ansible_facts.portpool).
+        still carries the facts under C(ansible_facts.portpool); with
+        O(probe_failure=report) it succeeds and returns the message as RV(probe_error).
       - See M(portpool_probe) for what each option does.
     type: dict
     suboptions:
@@ -192,6 +202,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+probe_error:
+  description: Why the probe failed, with O(probe_failure=report); the facts are complete.
+  returned: when the probe failed and O(probe_failure=report)
+  type: str
+  sample: "mode=lab needs root to create its network namespace: use become: true"
 probe:
   description: What M(portpool_probe) returns as RV(portpool_probe#module:probe), when
     O(probe) is set; null when the probe was skipped (O(probe.mode=host) in check mode).
@@ -421,6 +436,7 @@ def get_argument_spec():
         "socket_source": {"type": "str", "choices": ["auto", "netlink", "proc"],
                           "default": "auto"},
         "probe": {"type": "dict", "options": probe_argument_spec()},
+        "probe_failure": {"type": "str", "choices": ["fail", "report"], "default": "fail"},
         "namespaces": {"type": "dict", "options": namespaces_argument_spec(), "default": {}},
     }
 
@@ -444,7 +460,8 @@ def find_process_pids(module, name, proc_root):
     systemctl = module.get_bin_path("systemctl") if proc_root == "/proc" else None
     if systemctl and os.path.isdir("/run/systemd/system"):
         rc, out, _err = module.run_command(
-            [systemctl, "show", "--property", "MainPID", "--value", name],
+            # `--`: a unit name is never read as an option (-H host would ssh there).
+            [systemctl, "show", "--property", "MainPID", "--value", "--", name],
             environ_update={"LANG": "C", "LC_ALL": "C"})
         if rc == 0 and out.strip().isdigit():
             pid = int(out.strip())
@@ -524,6 +541,9 @@ def main():
     result = {"changed": False, "ansible_facts": {"portpool": facts}}
     if module.params["probe"] is not None:
         outcome = measure(probe_options(module.params["probe"], facts), module.check_mode)
+        if outcome.error and module.params["probe_failure"] == "report":
+            result["probe_error"] = outcome.error
+            module.exit_json(**result)
         if outcome.error:
             module.fail_json(msg="probe: %s" % outcome.error, **result)
         if outcome.skipped:

@@ -85,6 +85,12 @@ options:
         report shows, and how many per host are considered.
     type: int
     default: 20
+  host_destinations:
+    description:
+      - How many of each host's busiest destinations its view lists and its
+        Prometheus file exports, one series per destination.
+    type: int
+    default: 5
   chart_hosts:
     description:
       - How many hosts the usable-pool chart shows (those with the smallest pool).

@@ -17,24 +17,22 @@ import time
 from ansible.module_utils.portpool_audit import (
     SEVERITIES,
     SEVERITY_RANK,
-    HostContext,
     blocking,
     catalogue,
-    context_from_results,
+    context,
+    context_from_result,
     evaluate,
     host_document,
     policy_from_vars,
     worst_severity,
 )
 from ansible.module_utils.portpool_report import atomic_write, safe_file_name
+from ansible.module_utils.portpool_result_summary import host_summary
 
 
 def audit_argument_spec():
     return {
-        "names": {"type": "list", "elements": "str", "required": True},
-        "hosts": {"type": "list", "elements": "raw", "default": []},
-        "facts_results": {"type": "list", "elements": "raw", "default": []},
-        "probe_results": {"type": "list", "elements": "raw", "default": []},
+        "hosts": {"type": "dict", "required": True},
         "run_dir": {"type": "str"},
         "base_dir": {"type": "path", "required": True},
     }
@@ -74,29 +72,39 @@ def write_json(path, data):
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def _at(items, index, default=None):
-    value = items[index] if index < len(items) else None
-    return default if value is None else value
-
-
 def build_contexts(params):
-    """HostContexts, audit times and group lists from the action's parallel lists."""
+    """HostContexts, audit times and group lists from the action's dict keyed by host.
+
+    Each value: {"vars": policy variables, "groups", "started", "facts_result": what
+    portpool_facts registered (absent: the host left the play before it ran)}.
+    """
     contexts, times, groups = [], {}, {}
-    for index, name in enumerate(params["names"]):
-        info = _at(params["hosts"], index, {})
+    for name, given in params["hosts"].items():
+        info = given if isinstance(given, dict) else {}
         host_groups = list(info.get("groups") or [])
         policy = policy_from_vars(info.get("vars") or {}, name)
-        facts_result = _at(params["facts_results"], index)
-        if facts_result is None:
-            ctx = HostContext(name, policy=policy, groups=host_groups, status="failed",
-                              error="no audit input: the host left the play early")
+        facts_result = info.get("facts_result")
+        if not isinstance(facts_result, dict):
+            ctx = context(name, policy=policy, groups=host_groups, status="failed",
+                          error="no audit input: the host left the play early")
         else:
-            ctx = context_from_results(name, host_groups, facts_result,
-                                       _at(params["probe_results"], index), policy)
+            ctx = context_from_result(name, host_groups, facts_result, policy)
         contexts.append(ctx)
         times[name] = info.get("started") or utc_now()
         groups[name] = host_groups
     return contexts, times, groups
+
+
+def grouped_errors(contexts):
+    """[{"reason", "hosts"}]: each distinct error once, with every host it hit."""
+    reasons = {}
+    for ctx in contexts:
+        if ctx.error:
+            reasons.setdefault("%s: %s" % (ctx.status, ctx.error), []).append(ctx.host)
+        if ctx.probe_error:
+            reasons.setdefault("probe failed (facts judged): %s" % ctx.probe_error,
+                               []).append(ctx.host)
+    return [{"reason": reason, "hosts": hosts} for reason, hosts in reasons.items()]
 
 
 def run(params):
@@ -115,7 +123,8 @@ def run(params):
     for ctx in contexts:
         mine = findings[ctx.host]
         file_path = os.path.join(results_dir, safe_file_name(ctx.host) + ".json")
-        write_json(file_path, host_document(ctx, mine, times[ctx.host], groups[ctx.host]))
+        write_json(file_path, dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
+                                   summary=host_summary(ctx.facts, ctx.probe)))
         for item in mine:
             if not item["waived"]:
                 counts[item["severity"]] += 1
@@ -128,12 +137,14 @@ def run(params):
             "waived": sum(1 for item in mine if item["waived"]),
             "file": file_path,
         })
+    errors = grouped_errors(contexts)
     gate.sort(key=lambda item: (-SEVERITY_RANK[item["severity"]], item["host"], item["id"]))
     blocking_lines = ["%s %s %s %s: %s" % (
         item["severity"].upper(), item["id"], item["host"], item["title"], item["message"])
         for item in gate]
     return {
-        "changed": True,
+        # The audit only reads the hosts; its result files are not a change to them.
+        "changed": False,
         "run_dir": path,
         "results_dir": results_dir,
         "rules_file": rules_file,
@@ -142,4 +153,7 @@ def run(params):
         "blocking": [{key: item[key] for key in ("host", "id", "severity", "title", "message")}
                      for item in gate],
         "blocking_lines": blocking_lines,
+        "errors": errors,
+        "error_lines": ["%s (hosts: %s)" % (item["reason"], ", ".join(item["hosts"]))
+                        for item in errors],
     }

@@ -13,20 +13,31 @@ A host result (schema 1)::
     {"schema": 1, "host": "web01", "status": "ok" | "unreachable" | "failed",
      "error": null, "audited_at": "2026-11-23T19:30:25Z", "groups": ["proxies"],
      "facts": {...} | null, "probe": {...} | null,
+     "summary": {...} | null,
      "findings": [{"id": "PP001", "severity": "high", "title": "...",
                    "host": "web01", "message": "...", "recommendation": "...",
                    "waived": false}]}
+
+The report reads only `summary` (module_utils/portpool_result_summary.py,
+docs/report.md) and the findings: never the raw facts or probe.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import math
 import os
 import re
 from datetime import datetime, timezone
+
+from ansible.module_utils.portpool_files import (  # noqa: F401 - re-exported for the audit
+    atomic_write,
+    safe_file_name,
+)
+from ansible.module_utils.portpool_files import unique_file_names as unique_names
+from ansible.module_utils.portpool_report_host import fix_first, measurement
+from ansible.module_utils.portpool_result_summary import MAX_COUNT, MAX_UTILISATION, read_summary
 
 RESULT_SCHEMA = 1
 MODEL_SCHEMA = 1
@@ -38,9 +49,14 @@ FORMATS = ("json", "markdown", "html", "junit", "prometheus")
 UTILISATION_WARN = 0.5
 UTILISATION_HIGH = 0.8
 
-_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# A result file above this size is refused (failed entry): memory stays bounded.
+MAX_RESULT_BYTES = 16 * 1024 * 1024
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_CONSOLE_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Bidirectional overrides and isolates reorder what follows them on screen
+# (a host name could display as another); they have no place in a report.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONSOLE_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff%s]" % _BIDI)
+_DISPLAY_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f%s]" % _BIDI)
 
 
 # --- small typed accessors: result files come from other machines -------------
@@ -49,11 +65,14 @@ def as_int(value):
     """An int, or None for anything that is not an integer (bool included)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    if not isinstance(value, int):
+        return None
+    # Counts beyond 2**53 are nonsense from a broken host, and break float maths.
+    return value if -MAX_COUNT <= value <= MAX_COUNT else None
 
 
 def as_float(value):
@@ -109,19 +128,10 @@ def severity_at_least(severity, threshold):
 
 # --- escaping for the output formats -----------------------------------------
 
-def safe_file_name(host):
-    """A file name for a host that cannot escape its folder and never collides.
-
-    Names made only of letters, digits, dot, dash and underscore (and not
-    starting with a dot) are kept; anything else is replaced by `_` and a
-    short hash of the real name is appended, so two hosts never share a file.
-    """
-    host = as_str(host)
-    safe = _UNSAFE_FILE_CHARS.sub("_", host)[:100]
-    if safe == host and safe and not safe.startswith("."):
-        return safe
-    digest = hashlib.sha256(host.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return "%s-%s" % (safe.lstrip(".") or "host", digest)
+def display_text(value):
+    """A string with control and bidirectional-override characters made visible (U+FFFD)."""
+    text = as_str(value)
+    return _DISPLAY_UNSAFE.sub("\ufffd", text) if _DISPLAY_UNSAFE.search(text) else text
 
 
 def prometheus_label(value):
@@ -143,7 +153,8 @@ _MD_ESCAPES = {
     "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "#": "\\#", "\n": " ", "\r": " ",
     "\t": " ",
 }
-_MD_SPECIAL = re.compile(r"[&<>|\\`*_\[\]#\n\r\t]")
+_MD_SPECIAL = re.compile("[&<>|\\\\`*_\\[\\]#\n\r\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f%s]"
+                         % _BIDI)
 
 
 def markdown_text(value):
@@ -151,12 +162,14 @@ def markdown_text(value):
 
     HTML-significant characters become entities (Markdown renderers pass raw
     HTML through), Markdown syntax characters are backslash-escaped and line
-    breaks become spaces so a value stays in its table cell.
+    breaks become spaces so a value stays in its table cell. Other control
+    characters (ESC, which a terminal `cat` would obey) and bidirectional
+    overrides become U+FFFD.
     """
     text = as_str(value)
     if not _MD_SPECIAL.search(text):
         return text
-    return _MD_SPECIAL.sub(lambda match: _MD_ESCAPES[match.group(0)], text)
+    return _MD_SPECIAL.sub(lambda match: _MD_ESCAPES.get(match.group(0), "\ufffd"), text)
 
 
 def console_text(value, width=None):
@@ -190,31 +203,21 @@ def list_result_files(result_dirs):
     return files, missing
 
 
-def atomic_write(path, text):
-    """Write text to path through a temporary file renamed over it.
-
-    Readers (a browser, node_exporter's textfile collector) see the old file
-    or the new one, never half of one. No fsync: a report can be re-rendered.
-    """
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, ".%s.tmp-%d" % (name, os.getpid()))
-    try:
-        with open(temporary, "w", encoding="utf-8", errors="replace") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
+class ResultTooLarge(OSError):
+    """A result file above MAX_RESULT_BYTES: refused before it fills memory."""
 
 
-def read_bytes(path):
-    """A file's bytes, or the OSError that reading it raised."""
+def read_bytes(path, limit=MAX_RESULT_BYTES):
+    """A file's bytes, or the OSError that reading it raised (ResultTooLarge above limit)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            data = handle.read(limit + 1)
     except OSError as exc:
         return exc
+    if len(data) > limit:
+        return ResultTooLarge("larger than the %d MiB limit for a result file"
+                              % (limit // (1024 * 1024)))
+    return data
 
 
 def parse_result(path, raw):
@@ -223,6 +226,8 @@ def parse_result(path, raw):
         return None, "unreadable result file %s: %s" % (path, raw)
     try:
         data = json.loads(raw)
+    except RecursionError:
+        return None, "unreadable result file %s: nested too deeply" % path
     except ValueError as exc:
         return None, "unreadable result file %s: %s" % (path, exc)
     if not isinstance(data, dict):
@@ -243,7 +248,7 @@ def _destination(entry):
         "time_wait": as_int(entry.get("time_wait")),
         "established": as_int(entry.get("established")),
         "total": as_int(entry.get("total")),
-        "utilisation": as_float(entry.get("utilisation")),
+        "utilisation": min(as_float(entry.get("utilisation")) or 0.0, MAX_UTILISATION),
     }
 
 
@@ -266,7 +271,7 @@ def destination_candidates(entries, limit):
             value = entry.get("utilisation")
             kind = type(value)
             if (kind is float or kind is int) and 0 <= value < float("inf"):
-                keyed.append((value, entry))
+                keyed.append((min(value, MAX_UTILISATION), entry))
     keyed.sort(key=_first, reverse=True)
     del keyed[limit:]
     return keyed
@@ -293,12 +298,33 @@ def _finding_order(finding):
     return (-SEVERITY_RANK[finding["severity"]], finding["waived"], finding["id"])
 
 
+def unique_ids(findings):
+    """Each rule id once, as (id, worst severity, all waived): one chip per rule."""
+    chips = {}
+    for finding in findings:
+        rule_id = finding["id"]
+        severity, waived = chips.get(rule_id, (None, True))
+        if finding["waived"]:
+            chips.setdefault(rule_id, (finding["severity"], waived))
+        else:
+            chips[rule_id] = (worse(severity if not waived else None, finding["severity"]),
+                              False)
+    return [(rule_id, severity, waived) for rule_id, (severity, waived) in chips.items()]
+
+
+def failed_record(source, reason):
+    """The record of a result file that could not be used: a failed host with the reason."""
+    stem = os.path.splitext(os.path.basename(source))[0]
+    return summarise_result({"host": stem, "status": "failed", "error": reason}, source)
+
+
 def summarise_result(data, source, top_destinations=20, warnings=None):
-    """Keep what the report needs of one host result (facts are mostly dropped).
+    """Keep what the report needs of one host result: its summary and findings.
 
     `data` is a parsed result file, or None for an unreadable one (then the
     host is named after the file and reported as failed). Returns the host
-    record every later step works from.
+    record every later step works from. The raw facts and probe are never
+    read: the audit's `summary` block carries the measurement.
     """
     if warnings is None:
         warnings = []
@@ -315,11 +341,11 @@ def summarise_result(data, source, top_destinations=20, warnings=None):
     elif status not in STATUSES:
         error = "unknown status %r in %s" % (status, source)
         status = "failed"
-    facts = as_dict(data.get("facts"))
-    ephemeral = as_dict(facts.get("ephemeral"))
-    sockets = as_dict(facts.get("sockets"))
-    destinations = as_dict(facts.get("destinations"))
-    candidates = destination_candidates(destinations.get("top"), top_destinations)
+    summary = read_summary(data.get("summary"))
+    no_summary = summary is None and status == "ok"
+    if summary is None:
+        summary = read_summary({})
+    candidates = destination_candidates(summary["destinations"], top_destinations)
     findings = data.get("findings")
     findings = ([_finding(entry, warnings, host) for entry in findings]
                 if isinstance(findings, list) else [])
@@ -344,13 +370,16 @@ def summarise_result(data, source, top_destinations=20, warnings=None):
         "audited_at": audited_at,
         "audited_ts": parse_time(audited_at),
         "groups": [as_str(group) for group in groups] if isinstance(groups, list) else [],
-        "pool": {key: as_int(ephemeral.get(key))
-                 for key in ("low", "high", "size", "reserved_in_range", "usable")},
-        "time_wait": as_int(sockets.get("time_wait")),
-        "destination_count": as_int(destinations.get("count")),
+        "pool": summary["pool"],
+        "time_wait": summary["time_wait"],
+        "destination_count": summary["destination_count"],
+        "rate": summary["rate"],
+        "probe": summary["probe"],
         "candidates": candidates,
         "worst_destination": _destination(candidates[0][1]) if candidates else None,
         "findings": findings,
+        "chips": unique_ids(findings),
+        "no_summary": no_summary,
         "counts": counts,
         "unwaived": sum(counts.values()),
         "waived": waived,
@@ -406,9 +435,24 @@ def load_results(result_dirs, top_destinations=20, warnings=None, reader=None):
             data, problem = parse_result(path, raw)
             if problem:
                 warnings.append(problem)
-            yield order, summarise_result(data, path, top_destinations, warnings)
+                yield order, failed_record(path, problem)
+                continue
+            try:
+                yield order, summarise_result(data, path, top_destinations, warnings)
+            except (RecursionError, OverflowError, ValueError, TypeError) as exc:
+                # One broken file becomes a failed entry; every other host is still written.
+                reason = "unusable result file %s: %s: %s" % (path, type(exc).__name__, exc)
+                warnings.append(reason)
+                yield order, failed_record(path, reason)
 
-    return merge_records(records(), warnings), len(files)
+    merged = merge_records(records(), warnings)
+    old = sorted(host for host, record in merged.items() if record["no_summary"])
+    if old:
+        # Once for the fleet: an old audit's files all lack it.
+        warnings.append("%d host result(s) have no summary block (written by an older audit), "
+                        "so their pool and rates are not shown: %s%s"
+                        % (len(old), ", ".join(old[:5]), ", ..." if len(old) > 5 else ""))
+    return merged, len(files)
 
 
 def load_rules(paths, warnings=None):
@@ -588,11 +632,13 @@ def format_count(value):
     return "%d" % round(value)
 
 
-def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
+def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18, *,
+               thresholds=()):
     """Geometry of a horizontal bar chart, so the SVG template only places shapes.
 
     `rows` are dicts with `label`, `title`, `value_label` and `segments`
-    (list of {value, cls}), drawn stacked from the left.
+    (list of {value, cls}), drawn stacked from the left. `thresholds` are
+    (value, cls, label) drawn as vertical lines across the bars.
     """
     step = None
     if not percent:
@@ -608,9 +654,12 @@ def hbar_chart(rows, maximum, percent=False, bar_width=420, row_height=18):
                 x += width
         drawn.append(dict(row, y=index * row_height, segments=segments,
                           value_x=round(min(x, bar_width) + 4, 1)))
+    lines = [{"x": _scale(value, maximum, bar_width), "cls": cls, "label": label}
+             for value, cls, label in thresholds if value <= maximum]
     return {"rows": drawn, "bar_width": bar_width, "row_height": row_height,
             "height": max(len(rows), 1) * row_height + 22,
-            "ticks": _ticks(maximum, bar_width, percent=percent, step=step)}
+            "ticks": _ticks(maximum, bar_width, percent=percent, step=step),
+            "thresholds": lines}
 
 
 def _short(text, width=34):
@@ -663,7 +712,10 @@ def build_charts(hosts, rules, fleet_top, totals, chart_hosts):
     return {
         "pool": dict(hbar_chart(pool_rows, largest, bar_width=380),
                      shown=len(shown), of=len(pooled)),
-        "destinations": hbar_chart(dest_rows, dest_max, percent=True, bar_width=340),
+        "destinations": hbar_chart(
+            dest_rows, dest_max, percent=True, bar_width=340,
+            thresholds=[(UTILISATION_WARN, "warn", "warn %d%%" % (UTILISATION_WARN * 100)),
+                        (UTILISATION_HIGH, "high", "high %d%%" % (UTILISATION_HIGH * 100))]),
         "severity": hbar_chart(severity_rows, max(totals["findings"].values()) or 1,
                                bar_width=380),
         "rules": hbar_chart(rule_rows, max([rule["total"] for rule in rules] + [1]),
@@ -705,15 +757,9 @@ def summary_table(hosts, totals, rows, report_path):
 
 
 def unique_file_names(hosts):
-    """Make every host's file name unique (a host may be named like another's hash)."""
-    seen = set()
-    for record in hosts:
-        name, number = record["file"], 1
-        while name.casefold() in seen:
-            number += 1
-            name = "%s-%d" % (record["file"], number)
+    """Make every host's file name unique ignoring case (`WEB01` and `web01`)."""
+    for record, name in zip(hosts, unique_names([record["file"] for record in hosts])):
         record["file"] = name
-        seen.add(name.casefold())
 
 
 def build_model(records, known_rules, options):
@@ -750,6 +796,20 @@ def build_model(records, known_rules, options):
         for key, value in counts.items():
             totals["junit"][key] += value
     fleet_top = top_destinations(hosts, options["top_destinations"])
+    shown = max(options.get("host_destinations", 5), 0)
+    for record in hosts:
+        record["measure"] = measurement(record)
+        top = {}
+        for _util, entry in record["candidates"]:
+            if len(top) >= shown:
+                break
+            item = _destination(entry)
+            # One series per ip:port: a duplicate label would break the textfile.
+            top.setdefault((item["address"], item["port"]), item)
+        record["top"] = list(top.values())
+    grouped = rule_findings(hosts)
+    order = fix_first(rules, grouped, {record["host"]: record["file"] for record in hosts})
+    rank = {entry["id"]: index for index, entry in enumerate(order)}
     return {
         "schema": MODEL_SCHEMA,
         "title": options["title"],
@@ -761,12 +821,29 @@ def build_model(records, known_rules, options):
         "severities": list(SEVERITIES),
         "totals": totals,
         "rules": rules,
+        "rule_findings": grouped,
+        "files": {record["host"]: record["file"] for record in hosts},
+        "fix_first": order,
+        # Rule sections: those with findings in fix-first order (waived-only ones
+        # last); rules nobody broke are listed on one line instead.
+        "rule_sections": sorted((rule for rule in rules if rule["id"] in grouped),
+                                key=lambda rule: (rank.get(rule["id"], len(rank)), rule["id"])),
+        "quiet_rules": [rule for rule in rules if rule["id"] not in grouped],
         "hosts": hosts,
         "top_destinations": fleet_top,
         "charts": build_charts(hosts, rules, fleet_top, totals, options["chart_hosts"]),
         "summary": summary_table(hosts, totals, options["console_hosts"],
                                  options["report_path"]),
     }
+
+
+def rule_findings(hosts):
+    """Findings grouped by rule id, each as (host, finding), hosts in name order."""
+    grouped = {}
+    for record in hosts:
+        for finding in record["findings"]:
+            grouped.setdefault(finding["id"], []).append((record["host"], finding))
+    return grouped
 
 
 def fleet_document(model):
@@ -778,6 +855,7 @@ def fleet_document(model):
             "audited_at": record["audited_at"], "groups": record["groups"],
             "source": record["source"], "pool": record["pool"],
             "time_wait": record["time_wait"],
+            "rate": record["rate"], "probe": record["probe"],
             "destination_count": record["destination_count"],
             "worst_destination": record["worst_destination"],
             "worst_severity": record["worst"],
@@ -789,5 +867,6 @@ def fleet_document(model):
         "generated_at": model["generated_at"], "result_dirs": model["result_dirs"],
         "junit_fail_on": model["fail_on"], "totals": model["totals"],
         "rules": model["rules"], "top_destinations": model["top_destinations"],
+        "fix_first": model["fix_first"],
         "hosts": hosts,
     }

@@ -24,17 +24,22 @@ import hashlib
 import json
 import os
 import queue
+import re
 import resource
 import shutil
+import tempfile
 import threading
 from datetime import datetime, timezone
 
+from ansible.module_utils.portpool_files import DIR_MODE, FILE_MODE, fsync_dir, make_private_dir
 from ansible.module_utils.portpool_report import (
     FORMATS,
     SEVERITIES,
     STATUSES,
+    as_str,
     atomic_write,
     build_model,
+    display_text,
     fleet_document,
     format_count,
     load_results,
@@ -71,6 +76,10 @@ PARALLEL_HOSTS = 2000
 FORKED_FORMATS = ("json", "junit", "prometheus")
 PROMETHEUS_DIR = "prometheus"
 LATEST_LINK = "latest"
+# In every folder the report may later replace (prometheus/): proof it is ours.
+MARKER_FILE = ".portpool-report"
+MARKER_TEXT = "Written by portpool_report; the next report replaces this folder.\n"
+_ANCHOR_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def _number(value):
@@ -108,7 +117,10 @@ def _finalize_xml(value):
 
 
 def _finalize_html(value):
-    return "" if value is None else value
+    if value is None:
+        return ""
+    # Control and bidi-override characters would reorder or hide text on screen.
+    return display_text(value) if type(value) is str else value
 
 
 def percent(value, digits=1):
@@ -123,6 +135,21 @@ def plain(value):
     if value is None:
         return "-"
     return f"{value:,}"
+
+
+def rate(value):
+    """New connections per second: 327.4 -> '327.4'; None -> '-'."""
+    if value is None:
+        return "-"
+    return f"{value:,.1f}"
+
+
+def anchor(file_name, prefix="host-"):
+    """An element id from a safe file name ([A-Za-z0-9._-] only), unescaped on purpose."""
+    text = as_str(file_name)
+    if not _ANCHOR_SAFE.fullmatch(text):
+        raise ValueError("not a safe anchor: %r" % text)
+    return Markup(prefix + text)
 
 
 def label_filter(value):
@@ -153,7 +180,8 @@ def make_environment(template_dir, kind):
         keep_trailing_newline=True,
         **settings,
     )
-    env.filters.update(percent=percent, plain=plain, count=format_count,
+    env.filters.update(percent=percent, plain=plain, count=format_count, rate=rate,
+                       anchor=anchor,
                        label=label_filter, xml=xml_filter, zip=zip)
     env.globals.update(severities=SEVERITIES, statuses=STATUSES)
     return env
@@ -242,21 +270,31 @@ class BackgroundWriter:
             raise self._error
 
 
-def read_ahead(paths, batch=64, depth=8):
+def read_ahead(paths, batch=64, depth=8, chunk_bytes=4 * 1024 * 1024):
     """Yield each path's bytes (or OSError) in order, read on a background thread.
 
-    Reading the next files overlaps parsing the current ones; at most
-    batch * (depth + 2) files wait in memory.
+    Reading the next files overlaps parsing the current ones. A chunk ends at
+    `batch` files or once it holds `chunk_bytes`, so at most depth + 2 chunks
+    of about chunk_bytes plus one file (itself capped at MAX_RESULT_BYTES) wait
+    in memory, however large the files are.
     """
     chunks = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def work():
         try:
-            for start in range(0, len(paths), batch):
+            chunk, size = [], 0
+            for path in paths:
                 if stop.is_set():
                     return
-                chunks.put(("data", [read_bytes(path) for path in paths[start:start + batch]]))
+                data = read_bytes(path)
+                chunk.append(data)
+                size += len(data) if isinstance(data, bytes) else 0
+                if len(chunk) >= batch or size >= chunk_bytes:
+                    chunks.put(("data", chunk))
+                    chunk, size = [], 0
+            if chunk:
+                chunks.put(("data", chunk))
         except BaseException as exc:  # handed to the consumer
             chunks.put(("error", exc))
         finally:
@@ -397,39 +435,67 @@ def render_serial(model, dest, formats, template_dir):
 
 
 def new_folder(path):
-    """An empty folder beside path, to fill before `swap_folder` moves it there."""
+    """An empty private folder beside path (random name, created exclusively, 0700).
+
+    It carries portpool's marker, so a later run knows it may replace it.
+    """
     parent, name = os.path.split(path)
-    fresh = os.path.join(parent, ".%s.new-%d" % (name, os.getpid()))
-    if os.path.lexists(fresh):
-        shutil.rmtree(fresh)
-    os.mkdir(fresh)
+    fresh = tempfile.mkdtemp(prefix=".%s.new-" % name, dir=parent)
+    os.chmod(fresh, DIR_MODE)
+    write_files(fresh, [(MARKER_FILE, MARKER_TEXT)])
     return fresh
 
 
 def write_files(folder, files):
-    """Create each (name, text) file in folder; the folder is new, so no renames."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    """Create each (name, text) file in folder (0600); the folder is new, so no renames."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_NOFOLLOW", 0))
     for name, text in files:
-        handle = os.open(os.path.join(folder, name), flags, 0o644)
+        handle = os.open(os.path.join(folder, name), flags, FILE_MODE)
         try:
             os.write(handle, text.encode("utf-8", "replace"))
         finally:
             os.close(handle)
 
 
-def swap_folder(fresh, path):
-    """Move the filled folder to path, replacing (then deleting) any folder there.
+def foreign_folder(path):
+    """Why path may not be replaced by the report, or None when it may.
 
-    Readers of path see the old set of files or the new one, never a mix.
+    A folder is portpool's when it carries the marker, or (from releases
+    before the marker) when it holds nothing but `*.prom` files.
     """
+    if not os.path.lexists(path):
+        return None
+    if os.path.islink(path) or not os.path.isdir(path):
+        return "%s exists and is not a folder portpool made" % path
+    if os.path.isfile(os.path.join(path, MARKER_FILE)):
+        return None
+    with os.scandir(path) as entries:
+        if all(entry.name.endswith(".prom") and entry.is_file(follow_symlinks=False)
+               for entry in entries):
+            return None
+    return ("%s was not made by portpool (no %s marker and not only .prom files)"
+            % (path, MARKER_FILE))
+
+
+def swap_folder(fresh, path):
+    """Move the filled folder to path, replacing (then deleting) portpool's folder there.
+
+    Readers of path see the old set of files or the new one, never a mix. A
+    folder without portpool's marker is never replaced (OSError).
+    """
+    reason = foreign_folder(path)
+    if reason:
+        raise OSError("not replacing it: " + reason)
     parent, name = os.path.split(path)
-    stale = os.path.join(parent, ".%s.old-%d" % (name, os.getpid()))
-    if os.path.lexists(stale):
-        shutil.rmtree(stale)
-    if os.path.isdir(path) and not os.path.islink(path):
+    stale = None
+    if os.path.lexists(path):
+        # An empty folder with a random name: renaming a folder over it is atomic.
+        stale = tempfile.mkdtemp(prefix=".%s.old-" % name, dir=parent)
         os.rename(path, stale)
     os.rename(fresh, path)
-    if os.path.lexists(stale):
+    fsync_dir(parent)
+    if stale is not None:
         shutil.rmtree(stale)
     return path
 
@@ -451,7 +517,7 @@ def utc_now():
 
 
 def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",
-                 top_destinations=20, chart_hosts=50, console_hosts=20,
+                 top_destinations=20, host_destinations=5, chart_hosts=50, console_hosts=20,
                  title="portpool fleet report", rules_file=None,
                  latest_link=True, check_mode=False, generated_at=None, parallel=None):
     """Load, merge, aggregate and render: the whole report step.
@@ -474,23 +540,29 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
     collecting = gc.isenabled()
     gc.disable()
     try:
-        records, file_count = load_results(result_dirs, top_destinations, warnings,
-                                           reader=read_ahead)
+        records, file_count = load_results(
+            result_dirs, max(top_destinations, host_destinations), warnings, reader=read_ahead)
         rules = load_rules(rules_candidates(dest, result_dirs, rules_file), warnings)
         model = build_model(records, rules, {
             "fail_on": fail_on, "top_destinations": top_destinations,
+            "host_destinations": host_destinations,
             "chart_hosts": chart_hosts, "console_hosts": console_hosts,
             "title": title, "generated_at": generated_at or utc_now(),
             "result_dirs": result_dirs, "dest": dest, "report_path": report_path,
         })
         model["warnings"] = warnings
         model["file_count"] = file_count
-        model["rule_findings"] = rule_findings(model["hosts"])
         files = {}
         latest = None
         stats = {}
         if not check_mode:
-            os.makedirs(dest, exist_ok=True)
+            make_private_dir(dest)
+            foreign = foreign_folder(os.path.join(dest, PROMETHEUS_DIR))
+            if foreign and "prometheus" in formats:
+                # Everything else is still written; that folder is left as it is.
+                warnings.append("Prometheus files not written: %s. Move it away or choose "
+                                "another report folder." % foreign)
+                formats = [name for name in formats if name != "prometheus"]
             files = render_formats(model, dest, formats, template_dir, parallel=parallel,
                                    stats=stats)
             if latest_link:
@@ -513,13 +585,3 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
         "report": report_path,
         "stats": stats,
     }
-
-
-def rule_findings(hosts):
-    """Findings grouped by rule id, each as (host, finding), hosts in name order."""
-    grouped = {}
-    for record in hosts:
-        for finding in record["findings"]:
-            grouped.setdefault(finding["id"], []).append((record["host"], finding))
-    return grouped
-

@@ -25,6 +25,7 @@ def report_argument_spec():
         "fail_on": {"type": "str", "choices": list(SEVERITIES), "default": "high"},
         "rules_file": {"type": "path"},
         "top_destinations": {"type": "int", "default": 20},
+        "host_destinations": {"type": "int", "default": 5},
         "chart_hosts": {"type": "int", "default": 50},
         "console_hosts": {"type": "int", "default": 20},
         "title": {"type": "str", "default": "portpool fleet report"},
@@ -35,7 +36,7 @@ def report_argument_spec():
 def validate(params):
     """Problems with the parameters that the argument spec cannot express."""
     problems = []
-    for name in ("top_destinations", "chart_hosts", "console_hosts"):
+    for name in ("top_destinations", "host_destinations", "chart_hosts", "console_hosts"):
         if params[name] < 0:
             problems.append("%s must be 0 or more, got %d" % (name, params[name]))
     if not params["result_dirs"]:
@@ -56,6 +57,7 @@ def render(params, check_mode):
             params["result_dirs"], params["dest"], params["templates"],
             formats=params["formats"], fail_on=params["fail_on"],
             top_destinations=params["top_destinations"],
+            host_destinations=params["host_destinations"],
             chart_hosts=params["chart_hosts"], console_hosts=params["console_hosts"],
             title=params["title"], rules_file=params["rules_file"],
             latest_link=params["latest_link"], check_mode=check_mode)

@@ -68,6 +68,16 @@ FILE_HEADER = (
 )
 
 
+# Names distributions ship in the later sysctl.d directories. An /etc/sysctl.d file of the
+# same name replaces that file at boot (its settings are lost), or replaces the
+# 99-sysctl.conf link to /etc/sysctl.conf, so portpool never takes one of them.
+DISTRO_FILE_NAMES = frozenset((
+    "99-sysctl.conf", "99-protect-links.conf", "50-default.conf", "50-pid-max.conf",
+    "50-coredump.conf", "50-bubblewrap.conf", "10-network-security.conf",
+))
+FILE_NAME_MAX = 200
+
+
 class SettingsError(ValueError):
     """Bad desired settings; the message names the variable."""
 
@@ -197,6 +207,13 @@ def validate_settings(settings, layers=None, min_pool_size=1):
             errors.append(str(exc))
             continue
         values[MANAGED[key]] = text
+    if MANAGED["ip_local_reserved_ports"] in values:
+        # Without the host's range, the widest one the kernel allows: a reservation
+        # that leaves too few ports even there is wrong on every host.
+        widest = {MANAGED["ip_local_port_range"]: "1 %d" % PORT_MAX}
+        too_small = pool_error(values, widest, min_pool_size)
+        if too_small:
+            errors.append(too_small)
     if "net.ipv4.tcp_tw_reuse" in values and values.get("net.ipv4.tcp_timestamps") == "0":
         warnings.append("tcp_tw_reuse needs tcp_timestamps on at both ends; with "
                         "tcp_timestamps 0 reuse never takes effect")
@@ -218,6 +235,69 @@ def validate_fleet(hosts, min_pool_size=1):
         errors.extend("%s: %s" % (host, message) for message in host_errors)
         warnings.extend("%s: %s" % (host, message) for message in host_warnings)
     return by_host, errors, warnings
+
+
+def file_name_error(name):
+    """Why `name` cannot be portpool's sysctl.d file name, or None when it can."""
+    label = "portpool_tune_file_name %r" % (name,)
+    if not isinstance(name, str) or not name:
+        return label + " must be a plain NN-name.conf file name"
+    if (len(name) > FILE_NAME_MAX or name.startswith(".") or not name.endswith(".conf")
+            or not all(char.isascii() and (char.isalnum() or char in "-_.") for char in name)):
+        return label + (" must be a plain NN-name.conf file name (ASCII letters, digits, "
+                        "'-', '_' and '.', at most %d characters)" % FILE_NAME_MAX)
+    if name in DISTRO_FILE_NAMES or name.startswith("10-"):
+        return label + (" is a name distributions ship under /usr/lib/sysctl.d (or the "
+                        "99-sysctl.conf link to /etc/sysctl.conf); a file of that name in "
+                        "/etc/sysctl.d replaces it at boot and its settings are lost: "
+                        "choose a portpool-specific name such as 60-portpool.conf")
+    return None
+
+
+def file_content_errors(text, label):
+    """Why a sysctl.d file's text is not one portpool may write back, as a list.
+
+    portpool only ever saves and restores a file that holds comments and managed
+    keys with values it accepts itself; anything else would be someone else's
+    settings, or a planted file.
+    """
+    entries, bad_lines = parse_sysctl_conf(text)
+    errors = ["%s line %d is not a `key = value` line" % (label, number)
+              for number, _ in bad_lines]
+    for entry in entries:
+        short = DOTTED_TO_SHORT.get(entry["key"])
+        if short is None or entry["glob"] or entry["value"] is None:
+            errors.append("%s line %d sets %s, which portpool does not manage"
+                          % (label, entry["line"], entry["key"]))
+            continue
+        _, value_errors, _ = validate_settings({short: entry["value"]}, [[label, {short: 1}]])
+        errors.extend(value_errors)
+    return errors
+
+
+def pool_error(target, current, min_pool_size):
+    """Why the pool the target leaves is too small, or None.
+
+    The pool is always (target or current range) minus (target or current reserved
+    ports): managing only one of the two can empty it as surely as both can.
+    """
+    range_key = MANAGED["ip_local_port_range"]
+    reserved_key = MANAGED["ip_local_reserved_ports"]
+    if range_key not in target and reserved_key not in target:
+        return None
+    range_text = target.get(range_key, current.get(range_key))
+    try:
+        low, high = (int(part) for part in (range_text or "").split())
+        spans = parse_reserved_ports(target.get(reserved_key, current.get(reserved_key)) or "")
+    except ValueError:
+        return None
+    usable = pool_size(low, high, spans)["usable"]
+    if usable >= min_pool_size:
+        return None
+    names = [DOTTED_TO_SHORT[key] for key in (range_key, reserved_key) if key in target]
+    return ("portpool_tune_settings.%s leaves %d usable ports in the range %d-%d after "
+            "reserved ports, below portpool_tune_min_pool_size %d"
+            % (" and ".join(names), usable, low, high, min_pool_size))
 
 
 def plan(desired, current, *, unprivileged_start=None, listeners=(), protect=True,
@@ -268,12 +348,9 @@ def plan(desired, current, *, unprivileged_start=None, listeners=(), protect=Tru
                 result["warnings"].append(
                     "listening port(s) %s lie inside the new range %d-%d: added to "
                     "ip_local_reserved_ports" % (", ".join(map(str, added)), low, high))
-        usable = pool_size(low, high, spans)["usable"]
-        if usable < min_pool_size:
-            result["input_errors"].append(
-                "portpool_tune_settings.ip_local_port_range %d-%d leaves %d usable ports after "
-                "reserved ports, below portpool_tune_min_pool_size %d"
-                % (low, high, usable, min_pool_size))
+    too_small = pool_error(target, current, min_pool_size)
+    if too_small:
+        result["input_errors"].append(too_small)
     buckets = MANAGED["tcp_max_tw_buckets"]
     if buckets in target and current.get(buckets) not in (None, ""):
         try:

@@ -21,13 +21,14 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,9 @@ TARGET_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sy
 # Paths each host gets its own copy of, bind-mounted inside its mount namespace.
 STATE_DIR = "/var/lib/portpool"
 START_TIMEOUT = 15.0
+# Bounds of one churn run: connections and seconds.
+MAX_CHURN = 200000
+MAX_CHURN_SECONDS = 600
 
 
 class FleetError(RuntimeError):
@@ -53,14 +57,37 @@ class FleetError(RuntimeError):
 class HostSpec:
     """What one fleet host should look like when it starts."""
 
-    name: str
-    sysctls: dict = field(default_factory=dict)
-    sysctl_d: dict = field(default_factory=dict)
-    sysctl_conf: str | None = None
-    become: bool = False
-    listeners: tuple = ()
-    groups: tuple = ()
-    hostvars: dict = field(default_factory=dict)
+    # The "help" of each field is what `python -m tests.fleet up --help` shows.
+    name: str = field(metadata={"help": "host name: letters, digits, - and _, at most 20"})
+    sysctls: dict = field(default_factory=dict, metadata={
+        "help": "runtime net.* sysctls, {key: value}, written to /proc/sys"})
+    sysctl_d: dict = field(default_factory=dict, metadata={
+        "help": "files in the host's /etc/sysctl.d, {file name: content}"})
+    sysctl_conf: str | None = field(default=None, metadata={
+        "help": "content of the host's /etc/sysctl.conf"})
+    become: bool = field(default=False, metadata={
+        "help": "log in as ppadmin and become root with sudo"})
+    listeners: tuple = field(default=(), metadata={
+        "help": "TCP ports a stand-in service accepts on (a backend for churn)"})
+    groups: tuple = field(default=(), metadata={"help": "inventory groups of the host"})
+    hostvars: dict = field(default_factory=dict, metadata={
+        "help": "extra inventory variables for the host"})
+
+    @classmethod
+    def field_help(cls):
+        """One line per field: name, type, default and help, from the dataclass itself."""
+        lines = []
+        for item in fields(cls):
+            if item.default is not MISSING:
+                default = " (default %r)" % (item.default,)
+            elif item.default_factory is not MISSING:
+                default = " (default %r)" % (item.default_factory(),)
+            else:
+                default = " (required)"
+            kind = item.type if isinstance(item.type, str) else item.type.__name__
+            lines.append("  %-12s %-11s %s%s" % (item.name, kind, item.metadata.get("help", ""),
+                                                 default))
+        return "\n".join(lines)
 
     def validate(self):
         if not self.name.replace("-", "").replace("_", "").isalnum() or len(self.name) > 20:
@@ -126,18 +153,50 @@ def _start_time(pid):
         return handle.read().rsplit(")", 1)[1].split()[19]
 
 
+def _names_path(cmdline, path):
+    """True when an argument of cmdline is path itself or a path below it.
+
+    Arguments are split on NUL, whitespace, '=' and ',' (ssh -o Key=/path, and
+    masters retitled "ssh: /path/cp/xyz [mux]"), then compared whole or up to a
+    '/': slot-1 never matches slot-10.
+    """
+    prefix = str(path).rstrip("/")
+    for token in re.split(r"[\s=,\x00]+", cmdline.decode(errors="replace")):
+        if token == prefix or token.startswith(prefix + "/"):
+            return True
+    return False
+
+
 def _kill_processes_using(path):
-    """Kill processes whose command line mentions path (ssh ControlPersist masters)."""
-    needle = str(path).encode()
+    """Kill processes whose command line names path (ssh ControlPersist masters)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                if needle in handle.read():
+                if _names_path(handle.read(), path):
                     os.kill(int(entry), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue
+
+
+def _kill_ssh_clients(subnet):
+    """Kill ssh clients (in this namespace) connected to port 22 inside subnet.
+
+    ControlPersist masters of a user's own ansible runs keep their sockets under
+    ~/.ansible/cp, so their command line does not name the slot; their
+    connection to the fleet's addresses does, exactly.
+    """
+    result = _run(["ss", "-Htnp", "state", "all", "dst", str(subnet), "dport", "=", ":22"],
+                  check=False)
+    for pid in sorted({int(pid) for pid in re.findall(r"pid=(\d+)", result.stdout)}):
+        try:
+            comm = Path("/proc/%d/comm" % pid).read_text().strip()
+        except OSError:
+            continue
+        if comm == "ssh" and pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _netns_pids(netns):
@@ -163,6 +222,8 @@ def _teardown_record(record):
             _run(["ip", "link", "del", host["veth"]], check=False)
         _run(["ip", "netns", "del", host["netns"]], check=False)
     _kill_processes_using(slot_dir)
+    if record.get("slot") is not None:
+        _kill_ssh_clients(slot_subnet(record["slot"]))
     if record.get("bridge"):
         _run(["ip", "link", "del", record["bridge"]], check=False)
     shutil.rmtree(slot_dir, ignore_errors=True)
@@ -184,16 +245,19 @@ def _is_stale(record):
 
 
 def _orphans(live_slots):
-    """Namespaces and bridges named like ours whose slot no longer exists."""
-    netns = _run(["ip", "netns", "list"], check=False).stdout.split("\n")
-    names = [line.split()[0] for line in netns if line.startswith("ppf")]
-    stale_ns = [name for name in names if int(name[3:].split("-", 1)[0]) not in live_slots]
+    """Namespaces (ppf<slot>-<host>) and bridges (ppfbr<slot>) whose slot is gone."""
+    netns = _run(["ip", "netns", "list"], check=False).stdout.splitlines()
+    stale_ns = []
+    for line in netns:
+        match = re.match(r"ppf(\d+)-[\w-]+$", line.split(" ", 1)[0]) if line else None
+        if match and int(match.group(1)) not in live_slots:
+            stale_ns.append(match.group(0))
     links = _run(["ip", "-o", "link", "show", "type", "bridge"], check=False).stdout
     bridges = []
     for line in links.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith("ppfbr") and int(name[5:]) not in live_slots:
-            bridges.append(name)
+        match = re.match(r"\d+: (ppfbr(\d+))[:@]", line)
+        if match and int(match.group(2)) not in live_slots:
+            bridges.append(match.group(1))
     return stale_ns, bridges
 
 
@@ -222,6 +286,97 @@ def cleanup_stale(include_persistent=False):
             _run(["ip", "netns", "del", name], check=False)
         for name in bridges:
             _run(["ip", "link", "del", name], check=False)
+    return removed
+
+
+def slot_subnet(slot):
+    """The /24 a slot's hosts live in: 198.18.<slot+1>.0/24."""
+    return ipaddress.ip_network("198.18.%d.0/24" % (1 + int(slot)))
+
+
+def invoking_shell():
+    """The pid that owns a fleet made by hand: the session of the shell that ran us.
+
+    sudo may start its own session, so first step past sudo (and su, doas, env)
+    to the process that called it, then take that process's session leader.
+    """
+    pid = os.getppid()
+    for _ in range(10):
+        try:
+            comm = Path("/proc/%d/comm" % pid).read_text().strip()
+            parent = int(Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if comm not in ("sudo", "su", "doas", "env", "setpriv") or parent <= 1:
+            break
+        pid = parent
+    try:
+        leader = os.getsid(pid)
+    except OSError:
+        return pid
+    return leader if leader > 1 else pid
+
+
+def fleet_records():
+    """{slot: record} of every slot on the machine (record None when unreadable)."""
+    found = {}
+    for slot_dir in FLEET_RUN.glob("slot-*"):
+        match = re.fullmatch(r"slot-(\d+)", slot_dir.name)
+        if match:
+            found[int(match.group(1))] = _read_record(slot_dir)
+    return dict(sorted(found.items()))
+
+
+def owner_alive(record):
+    return record is not None and _pid_alive(record.get("owner_pid", -1) or -1,
+                                             record.get("owner_start"))
+
+
+def resolve_slot(target):
+    """A slot number from `N`, `slot-N`, its directory or its inventory path."""
+    text = str(target).strip()
+    if text.isdigit():
+        return int(text)
+    path = Path(text)
+    if path.name == "inventory.yml":
+        path = path.parent
+    match = re.fullmatch(r"slot-(\d+)", path.name)
+    if match and (len(path.parts) == 1 or path.resolve().parent == FLEET_RUN.resolve()):
+        return int(match.group(1))
+    raise FleetError("%s names no fleet: give a slot number, %s/slot-N or its "
+                     "inventory.yml" % (target, FLEET_RUN))
+
+
+def select_for_down(records, target=None):
+    """Which slots `down` removes, and why the others named are kept.
+
+    With a target: that slot, if it was made by hand or its owner is gone (a
+    running test's fleet is refused). Without: only slots whose owner is gone.
+    Returns (slots, refusals).
+    """
+    if target is not None:
+        slot = resolve_slot(target)
+        if slot not in records:
+            return [], ["no fleet in slot %d" % slot]
+        record = records[slot]
+        if record is None or record.get("persistent") or not owner_alive(record):
+            return [slot], []
+        return [], ["slot %d belongs to a running test (pid %s); it goes away with that "
+                    "run" % (slot, record.get("owner_pid"))]
+    return [slot for slot, record in records.items() if not owner_alive(record)], []
+
+
+def remove_slots(slots):
+    """Tear down exactly these slots (under the allocation lock). Returns those removed."""
+    removed = []
+    with _lock():
+        for slot in slots:
+            slot_dir = FLEET_RUN / ("slot-%d" % slot)
+            if not slot_dir.is_dir():
+                continue
+            record = _read_record(slot_dir) or {"dir": str(slot_dir), "slot": slot}
+            _teardown_record(record)
+            removed.append(slot)
     return removed
 
 
@@ -323,8 +478,11 @@ class Fleet:
 
     # ---- creation -------------------------------------------------------------
     @classmethod
-    def create(cls, specs, persistent=False):
-        """Start one host per spec and write the inventory. Tears down on failure."""
+    def create(cls, specs, persistent=False, owner_pid=None):
+        """Start one host per spec and write the inventory. Tears down on failure.
+
+        owner_pid (default: this process) is whose death makes the fleet stale.
+        """
         specs = list(specs)
         if not specs or len(specs) > MAX_HOSTS:
             raise FleetError("a fleet needs 1..%d hosts, got %d" % (MAX_HOSTS, len(specs)))
@@ -336,8 +494,10 @@ class Fleet:
         for tool in ("/usr/sbin/sshd", "ssh-keygen", "ip", "unshare", "nsenter", "sudo"):
             if shutil.which(tool) is None:
                 raise FleetError("%s is missing: run `make test` as root to install it" % tool)
+        if owner_pid is not None and not _pid_alive(int(owner_pid), None):
+            raise FleetError("owner pid %s is not running" % owner_pid)
         cleanup_stale()
-        slot, slot_dir, record = cls._claim_slot(persistent)
+        slot, slot_dir, record = cls._claim_slot(persistent, owner_pid or os.getpid())
         fleet = cls(slot, slot_dir, {}, record)
         try:
             fleet._start(specs)
@@ -347,7 +507,7 @@ class Fleet:
         return fleet
 
     @staticmethod
-    def _claim_slot(persistent):
+    def _claim_slot(persistent, owner_pid):
         with _lock():
             for slot in range(MAX_SLOTS):
                 slot_dir = FLEET_RUN / ("slot-%d" % slot)
@@ -357,8 +517,8 @@ class Fleet:
                 record = {
                     "slot": slot,
                     "dir": str(slot_dir),
-                    "owner_pid": os.getpid(),
-                    "owner_start": _start_time(os.getpid()),
+                    "owner_pid": owner_pid,
+                    "owner_start": _start_time(owner_pid),
                     "persistent": persistent,
                     "bridge": "ppfbr%d" % slot,
                     "hosts": [],
@@ -367,11 +527,29 @@ class Fleet:
                 return slot, slot_dir, record
         raise FleetError("all %d fleet slots are in use" % MAX_SLOTS)
 
+    @classmethod
+    def attach(cls, record):
+        """The running fleet a slot's record describes (for the CLI's churn)."""
+        slot_dir = Path(record["dir"])
+        hosts = {}
+        for entry in record.get("hosts", []):
+            if "pid" not in entry:
+                raise FleetError("slot %s: host %s never started" % (record["slot"],
+                                                                     entry["name"]))
+            hosts[entry["name"]] = Host(entry["name"], entry["address"], entry["netns"],
+                                        slot_dir / "hosts" / entry["name"], entry["pid"],
+                                        HostSpec(entry["name"]))
+        return cls(record["slot"], slot_dir, hosts, record)
+
+    @property
+    def owner_pid(self):
+        return self._record["owner_pid"]
+
     def _save_record(self):
         (self.dir / "fleet.json").write_text(json.dumps(self._record))
 
     def _subnet(self):
-        return ipaddress.ip_network("198.18.%d.0/24" % (1 + self.slot))
+        return slot_subnet(self.slot)
 
     def _start(self, specs):
         subnet = self._subnet()
@@ -447,6 +625,9 @@ class Fleet:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
+        # What attach() needs to reach the host from another process (the CLI).
+        self._record["hosts"][-1].update(address=address, pid=process.pid)
+        self._save_record()
         return Host(spec.name, address, netns, host_dir, process.pid, spec)
 
     def _wait_for_sshd(self, host):
@@ -543,6 +724,93 @@ class Fleet:
             raise FleetError("bad sysctl name %r" % key)
         path = "/proc/sys/" + key.replace(".", "/")
         return " ".join(self.run(name, ["cat", path]).stdout.split())
+
+    # ---- traffic --------------------------------------------------------------
+    def address_of(self, destination):
+        """A fleet host's address, or an address checked to lie in 198.18.0.0/15."""
+        if destination in self.hosts:
+            return self.hosts[destination].address
+        try:
+            address = ipaddress.ip_address(destination)
+        except ValueError:
+            raise FleetError("%s is neither a host of this fleet (%s) nor an address"
+                             % (destination, ", ".join(self.hosts))) from None
+        if address not in NETWORK:
+            raise FleetError("%s is outside %s, the only range fleets may use"
+                             % (address, NETWORK))
+        return str(address)
+
+    def _churn_argv(self, name, destination, port, count, *, rate, seconds):
+        if name not in self.hosts:
+            raise FleetError("no host %s in this fleet (%s)" % (name, ", ".join(self.hosts)))
+        if not 1 <= int(count) <= MAX_CHURN or not 0 < float(seconds) <= MAX_CHURN_SECONDS:
+            raise FleetError("churn: count 1..%d and seconds up to %d, got %s and %s"
+                             % (MAX_CHURN, MAX_CHURN_SECONDS, count, seconds))
+        if not 1 <= int(port) <= 65535:
+            raise FleetError("churn: bad port %r" % port)
+        host = self.hosts[name]
+        return ["nsenter", "-t", str(host.pid), "-n", "-m", "-u", "--", TARGET_PYTHON,
+                str(REPO / "tests" / "fleet" / "churn.py"), self.address_of(destination),
+                str(int(port)), str(int(count)), str(float(rate)), str(float(seconds))]
+
+    def churn(self, name, destination, port, count, *, rate=0, seconds=60):
+        """From host `name`, connect to destination:port `count` times, closing first.
+
+        Each connection leaves TIME_WAIT on `name` for 60 s. destination is a host
+        of this fleet (with a listener on port) or a 198.18.0.0/15 address. rate
+        (per second, 0 = as fast as possible) and seconds bound it. Returns
+        {"connected", "failed", "stopped_by"}.
+        """
+        argv = self._churn_argv(name, destination, port, count, rate=rate, seconds=seconds)
+        result = subprocess.run(argv, capture_output=True, text=True,
+                                timeout=float(seconds) + 30)
+        if result.returncode != 0:
+            raise FleetError("churn on %s failed: %s" % (name, result.stderr.strip()[-500:]))
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def start_churn(self, name, destination, port, *, rate, seconds):
+        """Like churn() at a steady rate, in the background, for at most `seconds`.
+
+        Returns the process; stop_churn() ends it (teardown does too).
+        """
+        argv = self._churn_argv(name, destination, port,
+                                max(1, int(float(rate) * float(seconds))), rate=rate,
+                                seconds=seconds)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    @staticmethod
+    def stop_churn(process):
+        """Stop a start_churn() process (by its own pid) and return its summary, if any."""
+        if process.poll() is None:
+            process.terminate()
+        try:
+            out, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate(timeout=10)
+        lines = (out or "").strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+
+    def time_wait(self, name, destination, port):
+        """How many TIME_WAIT sockets host `name` holds to destination:port."""
+        address = self.address_of(destination)
+        result = self.run(name, ["ss", "-Htn", "state", "time-wait", "dst",
+                                 "%s:%d" % (address, int(port))])
+        return len(result.stdout.splitlines())
+
+    def clear_time_wait(self, name, destination, port):
+        """Drop host `name`'s TIME_WAIT sockets to destination:port (ss -K), so a
+        churn() after it leaves exactly its own count. Returns how many remain."""
+        address = self.address_of(destination)
+        self.run(name, ["ss", "-HtnK", "state", "time-wait", "dst",
+                        "%s:%d" % (address, int(port))], check=False)
+        left = self.time_wait(name, destination, port)
+        if left:
+            raise FleetError("%s: %d TIME_WAIT sockets to %s:%s could not be dropped "
+                             "(the kernel needs SOCK_DESTROY for TIME_WAIT)"
+                             % (name, left, address, port))
+        return left
 
     def kill_sshd(self, name):
         """Make a host unreachable: stop its sshd (the host's namespaces stay)."""

@@ -130,7 +130,8 @@ def test_preflight_reports_seeded_problems_then_passes_when_waived(fleet, tmp_pa
     busy = {item["id"]: item for item in found["busy"]["findings"]}["PP009"]
     assert busy["severity"] == "high" and "198.18.200.1:9000" in busy["message"]
     listener = {item["id"]: item for item in found["listener"]["findings"]}["PP004"]
-    assert 'ip_local_reserved_ports = "40500"' in listener["recommendation"]
+    assert "`net.ipv4.ip_local_reserved_ports = 40500`" in listener["recommendation"]
+    assert listener["fixes"][0]["shell"] == ["sysctl -w 'net.ipv4.ip_local_reserved_ports=40500'"]
     assert found["twtune"]["groups"] == ["db"]
 
     blocking = {(doc["host"], item["id"]) for doc in found.values()

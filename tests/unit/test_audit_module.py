@@ -16,28 +16,27 @@ def load(name):
 
 
 def entry(host, facts, probe=None, groups=("web",), **policy_vars):
+    result = {"changed": False, "ansible_facts": {"portpool": facts}}
+    if probe:
+        result["probe"] = probe
     return {
         "host": host,
         "groups": list(groups),
-        "facts_result": {"changed": False, "ansible_facts": {"portpool": facts}},
-        "probe_result": {"changed": False, "probe": probe} if probe else {"skipped": True},
+        "facts_result": result,
         "policy_vars": policy_vars,
         "audited_at": "2026-11-23T19:00:00Z",
     }
 
 
 def params(entries, run_dir, base_dir, names=None):
-    """The module's parallel-list parameters from one dict per host (None: no input)."""
+    """The action's parameters: one dict keyed by host (None: the host has no input)."""
     names = names or [item["host"] for item in entries]
-    return {
-        "names": names,
-        "hosts": [item and {"vars": item["policy_vars"], "groups": item["groups"],
-                            "started": item["audited_at"]} for item in entries],
-        "facts_results": [item and item["facts_result"] for item in entries],
-        "probe_results": [item and item["probe_result"] for item in entries],
-        "run_dir": run_dir,
-        "base_dir": base_dir,
-    }
+    hosts = {}
+    for name, item in zip(names, entries):
+        hosts[name] = item and {"vars": item["policy_vars"], "groups": item["groups"],
+                                "started": item["audited_at"],
+                                "facts_result": item["facts_result"]}
+    return {"hosts": hosts, "run_dir": run_dir, "base_dir": base_dir}
 
 
 def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
@@ -46,7 +45,7 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
         entry("messy", load("facts_messy.json"), load("probe_clean.json")),
         {"host": "dead", "groups": ["web"], "policy_vars": {},
          "facts_result": {"unreachable": True, "msg": "ssh: connection refused"},
-         "probe_result": {"skipped": True}, "audited_at": "2026-11-23T19:00:01Z"},
+         "audited_at": "2026-11-23T19:00:01Z"},
         None,
     ]
     result = audit_run.run(params(entries, None, str(tmp_path),
@@ -60,8 +59,9 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
     assert set(rules[0]) == {"id", "severity", "title", "description"}
 
     clean = json.loads((run_dir / "results" / "clean.json").read_text())
-    assert set(clean) == {"schema", "host", "status", "error", "audited_at", "groups",
-                          "facts", "probe", "findings"}
+    assert set(clean) == {"schema", "host", "status", "error", "probe_error", "audited_at",
+                          "groups", "facts", "probe", "findings", "summary"}
+    assert clean["summary"]["pool"]["usable"] == 28232  # the block the report reads
     assert (clean["schema"], clean["status"], clean["error"], clean["findings"]) == \
         (1, "ok", None, [])
     assert clean["facts"]["ephemeral"]["usable"] == 28232 and clean["probe"]["scope"] == "quick"
@@ -114,8 +114,8 @@ def test_result_file_names_never_collide_or_leave_the_folder(tmp_path):
     """One file per host, named as the report names hosts (portpool_report.safe_file_name)."""
     names = ["web-01.example.net", "a/b", "a_b", "..", "host with space"]
     dead = {"unreachable": True, "msg": "ssh: connection refused"}
-    result = audit_run.run({"names": names, "hosts": [], "facts_results": [dead] * len(names),
-                            "probe_results": [], "run_dir": "run", "base_dir": str(tmp_path)})
+    result = audit_run.run({"hosts": {name: {"facts_result": dead} for name in names},
+                            "run_dir": "run", "base_dir": str(tmp_path)})
     results = Path(result["results_dir"])
     files = sorted(path.name for path in results.iterdir())
     assert len(files) == len(names)
@@ -172,6 +172,51 @@ def test_the_probe_can_come_with_the_facts_in_one_result(tmp_path):
     doc = json.loads((results / "together.json").read_text())
     assert (doc["status"], doc["probe"]["scope"]) == ("ok", "quick")
     doc = json.loads((results / "broken.json").read_text())
-    assert doc["status"] == "failed" and doc["probe"] is None
-    assert doc["error"] == "portpool_facts: probe: mode=lab needs root"
+    # Only the probe failed: the host is judged on its facts, the probe is PP019.
+    assert (doc["status"], doc["error"], doc["probe"]) == ("ok", None, None)
+    assert doc["probe_error"] == "mode=lab needs root"
+    assert [item["id"] for item in doc["findings"]] == ["PP019"]
     assert doc["facts"]["ephemeral"]["usable"] == 28232
+
+
+def test_read_only_audit_reports_no_change_and_groups_errors(tmp_path):
+    dead = {"unreachable": True, "msg": "ssh: connection refused"}
+    facts = load("facts_clean.json")
+    noroot = {"failed": True, "msg": "probe: mode=lab needs root",
+              "ansible_facts": {"portpool": facts}}
+    hosts = {"a": {"facts_result": dead}, "b": {"facts_result": dead},
+             "c": {"facts_result": noroot}, "d": {"facts_result": noroot},
+             "e": {"facts_result": {"ansible_facts": {"portpool": facts}}}}
+    result = audit_run.run({"hosts": hosts, "run_dir": "run", "base_dir": str(tmp_path)})
+    assert result["changed"] is False
+    assert result["errors"] == [
+        {"reason": "unreachable: ssh: connection refused", "hosts": ["a", "b"]},
+        {"reason": "probe failed (facts judged): mode=lab needs root", "hosts": ["c", "d"]}]
+
+
+def test_one_malformed_host_fails_alone(tmp_path):
+    """M4: bad facts from one host make that host a failed entry; the rest are judged."""
+    good = load("facts_clean.json")
+    deep = load("facts_clean.json")
+    nest = deep["limits"]
+    for _ in range(20):
+        nest["x"] = {}
+        nest = nest["x"]
+    huge = load("facts_clean.json")
+    huge["destinations"]["top"][0]["utilisation"] = float("inf")
+    wrong = load("facts_clean.json")
+    wrong["sysctl"]["ip_local_port_range"] = "32768 60999"
+    hosts = {name: {"facts_result": {"ansible_facts": {"portpool": facts}}}
+             for name, facts in (("good", good), ("deep", deep), ("huge", huge),
+                                 ("wrong", wrong), ("text", "not a dict"))}
+    result = audit_run.run({"hosts": hosts, "run_dir": "run", "base_dir": str(tmp_path)})
+    status = {line["host"]: line["status"] for line in result["hosts"]}
+    assert status == {"good": "ok", "deep": "failed", "huge": "failed", "wrong": "failed",
+                      "text": "failed"}
+    results = Path(result["results_dir"])
+    errors = {name: json.loads((results / (name + ".json")).read_text())["error"]
+              for name in status}
+    assert "nested deeper" in errors["deep"]
+    assert "destinations.top[0].utilisation" in errors["huge"]
+    assert "sysctl.ip_local_port_range: expected [low, high]" in errors["wrong"]
+    assert errors["good"] is None

@@ -6,7 +6,7 @@ import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "portpool_audit"
 # Shared with other roles and playbooks: declared in the spec, defaulted in use.
-SHARED = {"portpool_report_dir", "portpool_preflight_fail_on"}
+SHARED = {"portpool_report_dir", "portpool_preflight_fail_on", "portpool_tune_file_name"}
 
 
 def load(relative):

@@ -31,7 +31,7 @@ def probe():
 
 
 def ctx_for(facts, probe=None, host="h1", groups=("web",), **policy):
-    return audit.HostContext(host, facts, probe, policy=policy, groups=list(groups))
+    return audit.context(host, facts, probe, policy=policy, groups=list(groups))
 
 
 def findings(facts, probe=None, **policy):
@@ -57,7 +57,7 @@ def set_range(facts, low, high, reserved=()):
 
 def test_catalogue_ids_are_stable_and_complete():
     cat = audit.catalogue()
-    assert [rule["id"] for rule in cat] == ["PP%03d" % n for n in range(1, 18)]
+    assert [rule["id"] for rule in cat] == ["PP%03d" % n for n in range(1, 20)]
     for rule in cat:
         assert rule["severity"] in audit.SEVERITIES
         assert rule["title"] and "\n" not in rule["title"]
@@ -81,7 +81,7 @@ def test_messy_host_fires_the_expected_rules(probe):
     assert ids(found) == ["PP001", "PP002", "PP003", "PP004", "PP005", "PP006", "PP007",
                           "PP008", "PP009", "PP010", "PP011", "PP012", "PP014", "PP016"]
     for item in found:
-        assert set(item) == {"id", "severity", "title", "host", "message",
+        assert set(item) == {"id", "severity", "title", "host", "message", "fixes", "fixes_refused",
                              "recommendation", "waived"}
         assert item["host"] == "h1" and item["waived"] is False
 
@@ -95,9 +95,9 @@ def test_pp001_fires_below_policy_minimum(facts):
     assert hit["severity"] == "high"
     assert "1000 ports" in hit["message"] and "40000-40999" in hit["message"]
     assert "/proc/sys/net/ipv4/ip_local_port_range" in hit["message"]
-    assert 'net.ipv4.ip_local_port_range = "' in hit["recommendation"]
+    assert "`net.ipv4.ip_local_port_range = 32768 60999`" in hit["recommendation"]
     low, high = (int(part) for part in
-                 hit["recommendation"].split('"')[1].split())
+                 hit["fixes"][0]["settings"]["net.ipv4.ip_local_port_range"].split())
     assert high - low + 1 >= 16384 and low % 2 != high % 2
 
 
@@ -136,13 +136,13 @@ def test_pp002_same_parity(facts):
     (hit,) = only(findings(facts), "PP002")
     assert hit["severity"] == "low" and "both ends are even" in hit["message"]
     assert "never hand out port 32768" in hit["message"]
-    assert '"32768 60999"' in hit["recommendation"]
+    assert '`net.ipv4.ip_local_port_range = 32768 60999`' in hit["recommendation"]
 
 
 def test_pp002_odd_ends_move_low(facts):
     set_range(facts, 32769, 60999)
     (hit,) = only(findings(facts), "PP002")
-    assert '"32768 60999"' in hit["recommendation"]
+    assert '`net.ipv4.ip_local_port_range = 32768 60999`' in hit["recommendation"]
 
 
 def test_pp002_quiet_for_different_parity(facts):
@@ -163,7 +163,7 @@ def test_pp003_below_unprivileged_start(facts):
     facts["sysctl"]["ip_unprivileged_port_start"] = 2000
     (hit,) = only(findings(facts), "PP003")
     assert hit["severity"] == "high" and "ip_unprivileged_port_start 2000" in hit["message"]
-    assert '"2000 60999"' in hit["recommendation"]
+    assert '`net.ipv4.ip_local_port_range = 2000 60999`' in hit["recommendation"]
 
 
 def test_pp003_boot_value_below_unprivileged_start(facts):
@@ -184,7 +184,7 @@ def test_pp003_policy_service_ports(facts):
     found = only(findings(facts, service_ports=[5432, 40000, 50000]), "PP003")
     (hit,) = found
     assert "40000, 50000" in hit["message"] and "5432" not in hit["message"]
-    assert 'ip_local_reserved_ports = "40000,50000"' in hit["recommendation"]
+    assert '`net.ipv4.ip_local_reserved_ports = 40000,50000`' in hit["recommendation"]
     facts["sysctl"]["ip_local_reserved_ports"] = [[40000, 40000], [50000, 50000]]
     assert not only(findings(facts, service_ports=[5432, 40000, 50000]), "PP003")
 
@@ -202,7 +202,7 @@ def test_pp004_listener_in_range(facts):
     facts["sysctl"]["ip_local_reserved_ports"] = [[9000, 9010]]
     (hit,) = only(findings(facts), "PP004")
     assert hit["severity"] == "high" and "40500" in hit["message"]
-    assert 'ip_local_reserved_ports = "9000-9010,40500"' in hit["recommendation"]
+    assert '`net.ipv4.ip_local_reserved_ports = 9000-9010,40500`' in hit["recommendation"]
 
 
 def test_pp004_quiet_when_reserved(facts):
@@ -217,7 +217,7 @@ def test_pp005_reuse_without_timestamps(facts, probe):
     facts["sysctl"].update(tcp_tw_reuse=1, tcp_timestamps=0)
     probe["churn"]["remote"]["reuse_effective"] = False
     (hit,) = only(findings(facts, probe), "PP005")
-    assert hit["severity"] == "medium" and "reuse_effective=false" in hit["message"]
+    assert hit["severity"] == "medium" and "did not reuse" in hit["message"]
     assert "net.ipv4.tcp_timestamps = 1" in hit["recommendation"]
 
 
@@ -320,7 +320,7 @@ def test_pp009_levels(facts):
 
 
 def test_pp009_computes_utilisation_when_missing(facts):
-    facts["destinations"] = [{"address": "198.18.0.9", "port": 80, "total": 20000}]  # a list
+    facts["destinations"]["top"] = [{"address": "198.18.0.9", "port": 80, "total": 20000}]
     assert only(findings(facts, min_usable_ports=1, pool_headroom=1), "PP009")
 
 
@@ -358,9 +358,11 @@ def test_pp010_service_limit(facts):
     assert "LimitNOFILE=29256" in hit["recommendation"]
 
 
-def test_pp010_accepts_plain_numbers(facts):
+def test_pp010_refuses_other_layouts(facts):
+    # One documented layout (docs/facts.md): a bare number is not {soft, hard}.
     facts["limits"]["processes"] = [{"name": "haproxy", "pid": 42, "max_open_files": 1024}]
-    assert only(findings(facts), "PP010")
+    with pytest.raises(audit.FactsError, match=r"limits.processes\[0\].max_open_files"):
+        audit.check_facts(facts)
 
 
 def test_pp010_quiet(facts):
@@ -379,7 +381,9 @@ def test_pp011_runtime_differs_from_boot(facts):
     (hit,) = only(findings(facts), "PP011")
     assert "/etc/sysctl.d/50-legacy.conf" in hit["message"]
     assert "is 1 at runtime" in hit["message"] and "but 0 wins at boot" in hit["message"]
-    assert "net.ipv4.tcp_tw_reuse = 1 in /etc/sysctl.d/50-legacy.conf" in hit["recommendation"]
+    assert "In /etc/sysctl.d/50-legacy.conf write `net.ipv4.tcp_tw_reuse = 1`" \
+        in hit["recommendation"]
+    assert "`sysctl -w 'net.ipv4.tcp_tw_reuse=0'`" in hit["recommendation"]
 
 
 def test_pp011_quiet(facts):
@@ -394,8 +398,9 @@ def test_pp012_several_files(facts):
         "also": [{"file": "/etc/sysctl.conf", "line": 7, "value": "1024 65000"}]}
     (hit,) = only(findings(facts), "PP012")
     assert "set in 2 files" in hit["message"] and "disagree" in hit["message"]
-    assert "delete it from /etc/sysctl.conf" in hit["recommendation"]
-    assert '"32768 60999"' in hit["recommendation"]
+    assert "Keep the key only in /etc/sysctl.d/10-a.conf" in hit["recommendation"]
+    assert hit["fixes"][0]["delete"] == [
+        {"file": "/etc/sysctl.conf", "key": "net.ipv4.ip_local_port_range"}]
 
 
 def test_pp012_quiet_for_one_file(facts):
@@ -438,7 +443,7 @@ def test_pp016_desired_values(facts):
     (hit,) = only(findings(facts, desired={"net.ipv4.tcp_tw_reuse": 1,
                                            "ip_local_port_range": "32768\t60999"}), "PP016")
     assert "net.ipv4.tcp_tw_reuse" in hit["message"]
-    assert "Set net.ipv4.tcp_tw_reuse = 1" in hit["recommendation"]
+    assert "`net.ipv4.tcp_tw_reuse = 1`" in hit["recommendation"]
 
 
 def test_pp016_quiet(facts):
@@ -447,7 +452,7 @@ def test_pp016_quiet(facts):
 
 @pytest.mark.parametrize("status", ["unreachable", "failed"])
 def test_pp017_not_audited(status):
-    ctx = audit.HostContext("h9", status=status, error="boom")
+    ctx = audit.context("h9", status=status, error="boom")
     (hit,) = audit.evaluate_host(ctx)
     assert hit["id"] == "PP017" and "boom" in hit["message"]
 
@@ -473,7 +478,7 @@ def test_pp015_drift_from_majority(facts):
     (hit,) = only(result["h2"], "PP015")
     assert "net.ipv4.tcp_tw_reuse = 1 here" in hit["message"]
     assert "2 on 3 of 4 hosts in group web" in hit["message"]
-    assert "Set net.ipv4.tcp_tw_reuse = 2" in hit["recommendation"]
+    assert "`net.ipv4.tcp_tw_reuse = 2`" in hit["recommendation"]
     assert not only(result["h0"], "PP015")
 
 
@@ -489,7 +494,7 @@ def test_pp015_quiet_without_majority_or_group(facts):
 def test_pp015_skips_unaudited_hosts(facts):
     contexts = [ctx_for(copy.deepcopy(facts), host="h%d" % n) for n in range(3)]
     contexts[2].facts["sysctl"]["tcp_tw_reuse"] = 1
-    contexts.append(audit.HostContext("h3", status="unreachable", groups=["web"]))
+    contexts.append(audit.context("h3", status="unreachable", groups=["web"]))
     result = audit.evaluate(contexts)
     assert only(result["h2"], "PP015")
     assert ids(result["h3"]) == ["PP017"]
@@ -535,29 +540,35 @@ def test_findings_sorted_worst_first(probe):
 # ----------------------------------------------------------------- inputs
 
 
-def test_context_from_results_statuses(facts, probe):
-    ok = audit.context_from_results("a", ["web"], {"ansible_facts": {"portpool": facts}},
-                                    {"probe": probe}, {})
+def test_context_from_result_statuses(facts, probe):
+    ok = audit.context_from_result("a", ["web"], {"ansible_facts": {"portpool": facts},
+                                                  "probe": probe}, {})
     assert (ok.status, ok.error, ok.probe["scope"]) == ("ok", None, "quick")
-    down = audit.context_from_results("b", [], {"unreachable": True, "msg": "refused"},
-                                      {"skipped": True}, {})
+    down = audit.context_from_result("b", [], {"unreachable": True, "msg": "refused"}, {})
     assert (down.status, down.error, down.facts) == ("unreachable", "refused", {})
-    probe_failed = audit.context_from_results(
-        "c", [], {"ansible_facts": {"portpool": facts}},
-        {"failed": True, "msg": "needs root: use become"}, {})
-    assert probe_failed.status == "failed"
-    assert probe_failed.error == "portpool_probe: needs root: use become"
-    assert probe_failed.facts == facts  # facts still judged
-    assert ids(audit.evaluate_host(probe_failed)) == ["PP017"]
-    empty = audit.context_from_results("d", [], {"changed": False}, None, {})
+    empty = audit.context_from_result("d", [], {"changed": False}, {})
     assert empty.status == "failed" and "no facts" in empty.error
 
 
-def test_dotted_and_short_names(facts):
-    facts["sysctl"] = {"net.ipv4." + key if not key.startswith(("net.", "fs.")) else key: value
-                       for key, value in facts["sysctl"].items()}
+def test_probe_failure_alone_is_its_own_finding(facts):
+    # The facts module failing only in its probe (no root) still carries the facts:
+    # the host is judged on them and PP019 reports the probe.
+    facts["sysctl"]["tcp_fin_timeout"] = 30
+    result = {"failed": True, "msg": "probe: mode=lab needs root: use become: true",
+              "ansible_facts": {"portpool": facts}}
+    ctx = audit.context_from_result("c", [], result, {})
+    assert (ctx.status, ctx.error) == ("ok", None)
+    assert ids(audit.evaluate_host(ctx)) == ["PP008", "PP019"]
+    reported = audit.context_from_result(
+        "c", [], {"probe_error": "mode=lab needs root", "ansible_facts": {"portpool": facts}}, {})
+    assert "needs root" in only(audit.evaluate_host(reported), "PP019")[0]["message"]
+
+
+def test_other_layouts_are_refused(facts):
     facts["sysctl"]["net.ipv4.tcp_fin_timeout"] = 20
-    assert ids(findings(facts)) == ["PP008"]
+    ctx = audit.context_from_result("a", [], {"ansible_facts": {"portpool": facts}}, {})
+    assert ctx.status == "failed" and "sysctl.net.ipv4.tcp_fin_timeout" in ctx.error
+    assert ids(audit.evaluate_host(ctx)) == ["PP017"]
     assert audit.as_text("ip_local_reserved_ports", "9000-9010, 8080") == "8080,9000-9010"
     assert audit.as_text("ip_local_reserved_ports", [[8080, 8080], [9000, 9010]]) \
         == "8080,9000-9010"

@@ -301,6 +301,14 @@ def test_main_fails_on_a_probe_error_and_keeps_the_facts(monkeypatch, capsys):
     assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
 
 
+def test_main_reports_a_probe_error_when_asked(monkeypatch, capsys):
+    # probe_failure=report (the audit): the facts come back, the task does not fail.
+    result, _ = _run_main(monkeypatch, capsys, {"probe": {}, "probe_failure": "report"},
+                          Outcome(error="mode=lab needs root"))
+    assert not result.get("failed") and result["probe_error"] == "mode=lab needs root"
+    assert result["ansible_facts"]["portpool"]["ephemeral"]["usable"] == 999
+
+
 def test_main_warns_when_the_probe_is_skipped(monkeypatch, capsys):
     result, _ = _run_main(monkeypatch, capsys, {"probe": {"mode": "host"}},
                           Outcome(skipped="nothing measured in check mode"))
@@ -312,3 +320,21 @@ def test_main_rejects_a_bad_probe_option(monkeypatch, capsys):
     result, seen = _run_main(monkeypatch, capsys, {"probe": {"mode": "remote"}}, Outcome())
     assert seen == [] and result["failed"] is True
     assert "probe" in result["msg"] and "mode" in result["msg"]
+
+
+def test_unit_names_reach_systemctl_after_a_double_dash(monkeypatch):
+    """Issue 11 (Low): `-Hroot@host.service` must not become systemctl's -H option."""
+    calls = []
+
+    class Recorder:
+        def get_bin_path(self, name):
+            return "/usr/bin/" + name
+
+        def run_command(self, argv, environ_update=None):
+            calls.append(argv)
+            return 0, "0\n", ""
+
+    monkeypatch.setattr(portpool_facts.os.path, "isdir", lambda path: True)
+    name = "-Hroot@attacker.example:2222.service"
+    portpool_facts.find_process_pids(Recorder(), name, "/proc")
+    assert calls and calls[0][-2:] == ["--", name]

@@ -18,6 +18,7 @@ from ansible.module_utils.portpool_report import (
     summary_table,
     unique_file_names,
 )
+from ansible.module_utils.portpool_result_summary import host_summary
 from report_helpers import HOSTILE, RULES, SLICE_A, SLICE_B
 
 OPTIONS = {
@@ -44,6 +45,9 @@ def result(host="h", **fields):
             "audited_at": "2026-11-23T19:00:00Z", "groups": [], "facts": None,
             "probe": None, "findings": []}
     data.update(fields)
+    if "summary" not in fields and data["facts"] is not None:
+        # What the audit writes beside the facts; the report reads only this.
+        data["summary"] = host_summary(data["facts"], data["probe"])
     return data
 
 

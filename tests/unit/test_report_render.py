@@ -70,6 +70,8 @@ def test_junit_parses_with_expected_counts(report):
 def test_prometheus_files_parse_line_by_line(report):
     dest, _ = report
     files = sorted(os.listdir(dest / "prometheus"))
+    assert files[0] == ".portpool-report"  # the marker; node_exporter reads only *.prom
+    files = files[1:]
     assert len(files) == 7 and all(name.endswith(".prom") for name in files)
     web01, types = parse_prometheus((dest / "prometheus" / "web01.prom").read_text("utf-8"))
     assert set(types.values()) == {"gauge"}
@@ -141,9 +143,10 @@ def test_formats_subset_and_no_link(tmp_path):
 def test_rendering_again_replaces_the_prometheus_folder(tmp_path):
     run = tmp_path / "run"
     build_report([str(SLICE_A), str(SLICE_B)], str(run), str(TEMPLATES), formats=["prometheus"])
-    assert len(os.listdir(run / "prometheus")) == 7
+    assert len(os.listdir(run / "prometheus")) == 8
     build_report([str(SLICE_B)], str(run), str(TEMPLATES), formats=["prometheus"])
-    assert sorted(os.listdir(run / "prometheus")) == ["app02.prom", "broken.prom", "web01.prom"]
+    assert sorted(os.listdir(run / "prometheus")) == [".portpool-report", "app02.prom",
+                                                      "broken.prom", "web01.prom"]
     assert sorted(os.listdir(run)) == ["prometheus"]
 
 
@@ -185,9 +188,9 @@ def test_environments_escape_by_default(kind):
     env = make_environment(str(TEMPLATES), kind)
     out = env.from_string('{{ value }}').render(value='<a href="x">\n\x01\\')
     expected = {
-        "html": "&lt;a href=&#34;x&#34;&gt;\n\x01\\",
+        "html": "&lt;a href=&#34;x&#34;&gt;\n\ufffd\\",
         "junit": "&lt;a href=&#34;x&#34;&gt;\n\ufffd\\",
-        "markdown": "&lt;a href=\"x\"&gt; \x01\\\\",
+        "markdown": "&lt;a href=\"x\"&gt; \ufffd\\\\",
         "prometheus": '<a href=\\"x\\">\\n\x01\\\\',
     }[kind]
     assert out == expected

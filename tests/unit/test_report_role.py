@@ -50,7 +50,7 @@ def test_module_documentation_matches_its_argument_spec():
 
 
 def test_module_rejects_negative_counts():
-    params = {"top_destinations": -1, "chart_hosts": 0, "console_hosts": 0,
+    params = {"top_destinations": -1, "host_destinations": 0, "chart_hosts": 0, "console_hosts": 0,
               "result_dirs": []}
     problems = report_run.validate(params)
     assert any("top_destinations" in problem for problem in problems)

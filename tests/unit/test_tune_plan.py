@@ -1,6 +1,7 @@
 """Pure decisions of portpool_tune: validation, planning, file, diff, boot overrides."""
 
 import pytest
+from ansible.module_utils import portpool_tune_plan as plan_module
 from ansible.module_utils.portpool_sockdiag import listening_ports_proc
 from ansible.module_utils.portpool_tune_plan import (
     FILE_HEADER,
@@ -306,3 +307,56 @@ def test_probe_must_measure_the_pool_the_settings_promise():
            "hold": {"established": 12}}
     assert [item["key"] for item in probe_mismatches(runtime, bad)] == [
         "probe range", "probe expected pool", "probe measurement"]
+
+
+# ---- the security review (issue 11) -----------------------------------------------------
+
+POOL_NOW = {"net.ipv4.ip_local_port_range": "32768 60999",
+           "net.ipv4.ip_local_reserved_ports": ""}
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"ip_local_reserved_ports": "0-65535"}, "leaves 0 usable ports in the range 1-65535"),
+    ({"ip_local_reserved_ports": [1, "2-65535"]}, "leaves 0 usable ports"),
+    ({"ip_local_port_range": "40000 41999", "ip_local_reserved_ports": "40000-41500"},
+     "ip_local_port_range and ip_local_reserved_ports leaves 499 usable ports"),
+])
+def test_validate_refuses_a_reservation_that_empties_the_pool(settings, words):
+    _, errors, _ = plan_module.validate_settings(settings, min_pool_size=1024)
+    assert any(words in error for error in errors), errors
+
+
+def test_plan_checks_the_pool_with_the_current_range_when_only_reserving():
+    values, errors, _ = plan_module.validate_settings(
+        {"ip_local_reserved_ports": "30000-60000"}, min_pool_size=1024)
+    assert errors == []
+    decided = plan_module.plan(values, POOL_NOW, min_pool_size=1024)
+    assert decided["input_errors"] == [
+        "portpool_tune_settings.ip_local_reserved_ports leaves 999 usable ports in the range "
+        "32768-60999 after reserved ports, below portpool_tune_min_pool_size 1024"]
+
+
+def test_plan_checks_the_pool_with_the_current_reservation_when_only_ranging():
+    values, _, _ = plan_module.validate_settings({"ip_local_port_range": "40000 41999"},
+                                                 min_pool_size=1024)
+    current = dict(POOL_NOW, **{"net.ipv4.ip_local_reserved_ports": "40000-41500"})
+    decided = plan_module.plan(values, current, min_pool_size=1024)
+    assert "leaves 499 usable ports" in decided["input_errors"][0]
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("60-portpool.conf", True), ("99-sysctl.conf", False), ("99-protect-links.conf", False),
+    ("10-anything.conf", False), ("60-p\u00f6rtpool.conf", False), ("x" * 300 + ".conf", False),
+])
+def test_file_name_rules(name, ok):
+    assert (plan_module.file_name_error(name) is None) is ok
+
+
+def test_file_content_errors_accept_only_managed_keys_with_good_values():
+    good = "# a comment\nnet.ipv4.tcp_tw_reuse = 1\nnet.ipv4.ip_local_port_range = 1024 65000\n"
+    assert plan_module.file_content_errors(good, "f") == []
+    bad = "kernel.core_pattern = |x\nnet.ipv4.tcp_tw_reuse = 9\nnot an assignment\n"
+    errors = plan_module.file_content_errors(bad, "f")
+    assert any("kernel.core_pattern" in error for error in errors)
+    assert any("tcp_tw_reuse must be between 0 and 2" in error for error in errors)
+    assert any("line 3 is not" in error for error in errors)

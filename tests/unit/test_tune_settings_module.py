@@ -10,6 +10,7 @@ import os
 
 import portpool_settings as mod
 import pytest
+from ansible.module_utils import portpool_tune_apply as apply_mod
 
 RANGE = "net.ipv4.ip_local_port_range"
 RESERVED = "net.ipv4.ip_local_reserved_ports"
@@ -149,7 +150,7 @@ def test_restore_undoes_one_run_and_keeps_the_state(tree):
 
 
 def _failing_writer(monkeypatch, failing_key, error=None, lie=None):
-    real = mod.write_sysctl
+    real = apply_mod.write_sysctl
 
     def write(key, value, proc_sys):
         if key == failing_key and value != START.get(key):
@@ -159,7 +160,7 @@ def _failing_writer(monkeypatch, failing_key, error=None, lie=None):
             return
         real(key, value, proc_sys)
 
-    monkeypatch.setattr(mod, "write_sysctl", write)
+    monkeypatch.setattr(apply_mod, "write_sysctl", write)
 
 
 @pytest.mark.parametrize("error, lie, words", [
@@ -179,7 +180,7 @@ def test_a_failed_write_puts_everything_back(tree, monkeypatch, error, lie, word
 
 
 def test_a_read_only_proc_sys_fails_before_anything_changes(tree, monkeypatch):
-    monkeypatch.setattr(mod, "writable", lambda key, proc_sys: False)
+    monkeypatch.setattr(apply_mod, "writable", lambda key, proc_sys: False)
     before = snapshot(tree)
     with pytest.raises(mod.TuneError, match="not writable"):
         mod.run_apply(params(settings=SETTINGS), paths_for(tree))
@@ -280,3 +281,242 @@ def test_verify_also_checks_the_probe(tree):
     stale = dict(good, range=[32768, 60999])
     result = mod.run_verify(params(mode="verify", expected=expected, probe=stale), paths)
     assert result["failed"] and "in portpool_probe" in result["msg"]
+
+
+# ---- the security review (issue 11) -----------------------------------------------------
+
+STATE_DIR = ("root", "var", "lib", "portpool")
+
+
+def state_dir(tree):
+    return tree.joinpath(*STATE_DIR)
+
+
+def test_a_state_directory_others_can_write_is_refused(tree):
+    """H1: a planted state in a world-writable directory is never used."""
+    paths = paths_for(tree)
+    mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths)
+    os.chmod(state_dir(tree), 0o777)
+    before = snapshot(tree)
+    with pytest.raises(mod.TuneError, match="writable by group or others"):
+        mod.run_rollback(params(mode="rollback"), paths)
+    with pytest.raises(mod.TuneError, match="refusing the state directory"):
+        mod.run_apply(params(settings={"tcp_tw_reuse": 0}), paths)
+    assert snapshot(tree) == before
+
+
+def test_a_symlinked_state_directory_is_refused(tree, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    state_dir(tree).parent.mkdir(parents=True)
+    os.symlink(elsewhere, state_dir(tree))
+    with pytest.raises(mod.TuneError, match="it is a symlink"):
+        mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths_for(tree))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_state_directory_is_created_and_kept_0700(tree):
+    state_dir(tree).mkdir(parents=True, mode=0o755)
+    os.chmod(state_dir(tree), 0o755)
+    mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths_for(tree))
+    assert state_dir(tree).stat().st_mode & 0o7777 == 0o700
+    assert (state_dir(tree) / "tune-state.json").stat().st_mode & 0o7777 == 0o600
+
+
+def planted(tree, **changes):
+    """A state portpool could have written, with `changes` on top."""
+    import base64
+
+    state = {"version": 1, "saved_at": "T0", "file": "/etc/sysctl.d/60-portpool.conf",
+             "file_existed": True,
+             "file_content_b64": base64.b64encode(b"net.ipv4.tcp_tw_reuse = 0\n").decode(),
+             "file_mode": 0o644, "runtime": {REUSE: "2"}}
+    state.update(changes)
+    state_dir(tree).mkdir(parents=True, mode=0o700)
+    path = state_dir(tree) / "tune-state.json"
+    path.write_text(json.dumps(state))
+    os.chmod(path, 0o600)
+    return state
+
+
+EVIL = b"kernel.core_pattern = |/tmp/x %p\nfs.protected_symlinks = 0\n"
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"file_content_b64": __import__("base64").b64encode(EVIL).decode()},
+     "kernel.core_pattern, which portpool does not manage"),
+    ({"file_mode": 0o4777}, "file_mode 2559 is not a plain permission mode"),
+    ({"runtime": {RANGE: "1024 1025; x"}}, "runtime.ip_local_port_range"),
+    ({"runtime": {"kernel.core_pattern": "|x"}}, "'kernel.core_pattern'"),
+    ({"file": "/etc/cron.d/60-portpool.conf"}, "is not in /etc/sysctl.d"),
+    ({"file_content_b64": "@@@"}, "not base64"),
+    ({"version": 1, "extra": 1}, "unknown fields 'extra'"),
+    ({"runtime": []}, "runtime is not an object"),
+])
+def test_a_planted_state_file_is_refused_and_changes_nothing(tree, changes, words):
+    """H1: the state is checked like user input before anything is restored."""
+    planted(tree, **changes)
+    before = snapshot(tree)
+    with pytest.raises(mod.TuneError) as caught:
+        mod.run_rollback(params(mode="rollback"), paths_for(tree))
+    assert "refusing the saved state" in str(caught.value)
+    assert words in str(caught.value)
+    assert snapshot(tree) == before
+
+
+def test_a_state_file_owned_by_someone_else_is_refused(tree):
+    planted(tree)
+    os.chown(state_dir(tree) / "tune-state.json", 65534, 65534)
+    with pytest.raises(mod.TuneError, match="owned by uid 65534"):
+        mod.run_rollback(params(mode="rollback"), paths_for(tree))
+
+
+def test_a_restored_file_never_gets_a_group_or_world_writable_mode(tree):
+    conf = tree / "root" / "etc" / "sysctl.d" / "60-portpool.conf"
+    conf.write_text("net.ipv4.tcp_tw_reuse = 0\n")
+    os.chmod(conf, 0o666)
+    paths = paths_for(tree)
+    mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths)
+    mod.run_rollback(params(mode="rollback"), paths)
+    assert conf.read_text() == "net.ipv4.tcp_tw_reuse = 0\n"
+    assert conf.stat().st_mode & 0o7777 == 0o644
+
+
+@pytest.mark.parametrize("link, words", [
+    ("/dev/null", "masked (a symlink to /dev/null)"),
+    ("../sysctl.conf", "is a symlink to ../sysctl.conf"),
+])
+def test_a_masked_or_symlinked_file_is_refused_and_kept(tree, link, words):
+    """H2: the mask or link stays exactly as it was."""
+    conf = tree / "root" / "etc" / "sysctl.d" / "60-portpool.conf"
+    os.symlink(link, conf)
+    before = snapshot(tree)
+    preflight = mod.run_preflight(params(settings=SETTINGS), paths_for(tree))
+    assert any(words in error for error in preflight["host_errors"])
+    with pytest.raises(mod.TuneError, match="nothing was changed"):
+        mod.run_apply(params(settings=SETTINGS), paths_for(tree))
+    assert os.readlink(conf) == link
+    assert snapshot(tree) == before
+    assert not state_dir(tree).exists()
+
+
+def test_a_mask_made_after_the_tune_is_not_replaced_by_rollback(tree):
+    paths = paths_for(tree)
+    mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths)
+    conf = tree / "root" / "etc" / "sysctl.d" / "60-portpool.conf"
+    conf.unlink()
+    os.symlink("/dev/null", conf)
+    with pytest.raises(mod.TuneError, match="masked"):
+        mod.run_rollback(params(mode="rollback"), paths)
+    assert os.readlink(conf) == "/dev/null"
+
+
+def test_reserving_every_port_is_refused(tree):
+    """H3: the pool is the current range minus the new reservation."""
+    before = snapshot(tree)
+    result = mod.run_preflight(params(settings={"ip_local_reserved_ports": "0-65535"}),
+                               paths_for(tree))
+    assert any("leaves 0 usable ports" in error for error in result["input_errors"])
+    with pytest.raises(mod.TuneError, match="usable ports"):
+        mod.run_apply(params(settings={"ip_local_reserved_ports": "32768-60000"}),
+                      paths_for(tree))
+    assert snapshot(tree) == before
+
+
+def test_a_renamed_file_is_refused_until_rolled_back(tree):
+    """M2: the state names its file; a tune under another name is refused."""
+    paths = paths_for(tree)
+    mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths)
+    other = paths_for(tree, file_name="70-portpool.conf")
+    before = snapshot(tree)
+    with pytest.raises(mod.TuneError, match=r"is for /etc/sysctl\.d/60-portpool\.conf"):
+        mod.run_apply(params(settings={"tcp_tw_reuse": 0}, file_name="70-portpool.conf"),
+                      other)
+    assert snapshot(tree) == before
+    mod.run_rollback(params(mode="rollback"), paths)
+    assert sorted(os.listdir(tree / "root" / "etc" / "sysctl.d")) == []
+
+
+@pytest.mark.parametrize("name", ["99-protect-links.conf", "99-sysctl.conf", "50-default.conf",
+                                  "10-network-security.conf", "60-pörtpool.conf"])
+def test_distribution_and_non_ascii_file_names_are_refused(name):
+    """M3 (and L13)."""
+    with pytest.raises(mod.TuneError, match="portpool_tune_file_name"):
+        mod.Paths(params(file_name=name))
+
+
+def test_a_name_shipped_in_a_later_directory_is_refused(tree):
+    """M3: ours would replace /usr/lib/sysctl.d/70-vendor.conf at boot."""
+    (tree / "root" / "usr" / "lib" / "sysctl.d" / "70-vendor.conf").write_text(
+        "fs.protected_fifos = 1\n")
+    paths = paths_for(tree, file_name="70-vendor.conf")
+    result = mod.run_preflight(params(settings=SETTINGS, file_name="70-vendor.conf"), paths)
+    assert any("would replace /usr/lib/sysctl.d/70-vendor.conf" in error
+               for error in result["host_errors"])
+
+
+def test_an_existing_file_with_foreign_settings_is_not_overwritten(tree):
+    conf = tree / "root" / "etc" / "sysctl.d" / "60-portpool.conf"
+    conf.write_text("vm.swappiness = 10\n")
+    with pytest.raises(mod.TuneError, match=r"vm\.swappiness, which portpool does not manage"):
+        mod.run_apply(params(settings=SETTINGS), paths_for(tree))
+    assert conf.read_text() == "vm.swappiness = 10\n"
+
+
+def test_a_second_run_waits_for_the_lock_then_fails_clearly(tree):
+    """M1: one lock per host; the second run gives up after lock_timeout."""
+    import fcntl
+
+    state_dir(tree).mkdir(parents=True, mode=0o700)
+    holder = os.open(state_dir(tree), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        before = snapshot(tree)
+        for call in (lambda p: mod.run_apply(params(settings=SETTINGS), p),
+                     lambda p: mod.run_rollback(params(mode="rollback"), p),
+                     lambda p: mod.run_verify(params(mode="verify"), p)):
+            with pytest.raises(mod.TuneError, match="another portpool run holds the lock on"):
+                call(paths_for(tree, lock_timeout=0))
+        assert snapshot(tree) == before
+    finally:
+        os.close(holder)
+
+
+def test_an_older_run_does_not_undo_a_newer_one(tree):
+    """M1: run A's verification and undo see that run B changed the host after it."""
+    paths = paths_for(tree)
+    first = mod.run_apply(params(settings={"tcp_tw_reuse": 1}), paths)
+    second = mod.run_apply(params(settings={"tcp_tw_reuse": 0}), paths)
+    expected = {"runtime": first["target"], "file": first["after"]["file"]}
+    verified = mod.run_verify(params(mode="verify", expected=expected,
+                                     run_id=first["run_id"]), paths)
+    assert verified["failed"] and "another portpool run changed this host" in verified["msg"]
+    before = snapshot(tree)
+    undone = mod.run_rollback(params(mode="rollback", run_id=first["run_id"]), paths)
+    assert undone["changed"] is False and "not undone: another portpool run" in undone["msg"]
+    assert snapshot(tree) == before
+    assert runtime(tree, REUSE) == "0\n"
+    ok = mod.run_verify(params(mode="verify", run_id=second["run_id"],
+                               expected={"runtime": second["target"]}), paths)
+    assert ok["mismatches"] == []
+    mod.run_rollback(params(mode="rollback", restore=second["before"],
+                            run_id=second["run_id"]), paths)
+    assert runtime(tree, REUSE) == "1\n"
+
+
+def test_a_second_run_waits_for_the_lock_and_then_goes_on(tree):
+    """M1: a run that finds the host locked waits (bounded) instead of failing at once."""
+    import fcntl
+    import threading
+
+    state_dir(tree).mkdir(parents=True, mode=0o700)
+    holder = os.open(state_dir(tree), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    release = threading.Timer(0.3, os.close, args=(holder,))
+    release.start()
+    try:
+        result = mod.run_apply(params(settings={"tcp_tw_reuse": 1}),
+                               paths_for(tree, lock_timeout=10))
+    finally:
+        release.join(timeout=5)
+    assert result["changed"] and runtime(tree, REUSE) == "1\n"

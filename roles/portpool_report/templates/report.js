@@ -1,5 +1,15 @@
 (function () {
   "use strict";
+  // Following a link to a folded section (a host's view, a rule) unfolds it.
+  function openTarget() {
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    var target = id ? document.getElementById(id) : null;
+    if (target && target.tagName === "DETAILS") {
+      target.open = true;
+    }
+  }
+  window.addEventListener("hashchange", openTarget);
+  openTarget();
   // Sort the host table by a column when its header is clicked (or Enter/Space).
   // Rows are only reordered: no markup is built from data here.
   var table = document.getElementById("hosts");

@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: portpool contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""File helpers for what portpool writes on the controller: results and reports.
+
+Those files hold every host's facts (listeners, backend addresses, process
+names), so they are private: files 0600, folders 0700. A write never follows
+a symbolic link planted in a shared folder: the temporary file is created
+exclusively under a random name, then renamed over the target, and the folder
+is fsynced so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def fsync_dir(path):
+    """Flush a folder's entries (a rename in it) to disk; best effort off Linux."""
+    try:
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename still happened
+    finally:
+        os.close(handle)
+
+
+def atomic_write(path, text, mode=FILE_MODE):
+    """Write text to path through an exclusive temporary file renamed over it.
+
+    Readers (a browser, node_exporter's textfile collector) see the old file
+    or the new one, never half of one. `mkstemp` opens with O_EXCL under a
+    random name, so a link planted in the folder is never written through;
+    the rename replaces a link at `path` itself rather than following it.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % name[:64], suffix=".tmp",
+                                         dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(text.encode("utf-8", "replace") if isinstance(text, str) else text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+    fsync_dir(folder)
+
+
+def make_private_dir(path):
+    """Create path (and its parents) as 0700 folders; an existing one is kept as is."""
+    os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+    return path
+
+
+def safe_file_name(host):
+    """An ASCII file name for a host that cannot escape its folder.
+
+    Names made only of ASCII letters, digits, dot, dash and underscore (and
+    not starting with a dot) are kept; anything else is replaced by `_` and a
+    short hash of the real name is appended, so two hosts never share a file.
+    """
+    host = host if isinstance(host, str) else ("" if host is None else str(host))
+    safe = _UNSAFE_FILE_CHARS.sub("_", host)[:100]
+    if safe == host and safe and not safe.startswith("."):
+        return safe
+    digest = hashlib.sha256(host.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return "%s-%s" % (safe.lstrip(".") or "host", digest)
+
+
+def unique_file_names(names):
+    """Each name made unique ignoring case (macOS and Windows folders fold case).
+
+    `names` in a stable order; the second `WEB01`/`web01` gets `-2`, and so on.
+    """
+    seen = set()
+    unique = []
+    for base in names:
+        name, number = base, 1
+        while name.casefold() in seen:
+            number += 1
+            name = "%s-%d" % (base, number)
+        seen.add(name.casefold())
+        unique.append(name)
+    return unique

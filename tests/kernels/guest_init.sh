@@ -1,0 +1,34 @@
+#!/bin/sh
+# /init of the matrix's initramfs. The guest's root is the host's / shared
+# read-only over 9p, with a tmpfs overlay on top: the guest may write anywhere,
+# and everything it writes is gone at power-off. It runs the job script named by
+# `matrix_job=` on the kernel command line, then powers off.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for module in $(cat /lib/mods/order); do
+    insmod "/lib/mods/$module" || echo "MATRIX: insmod $module failed"
+done
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /lower; then
+    echo "MATRIX: 9p mount failed"; poweroff -f
+fi
+mount -t tmpfs rw /rw
+mkdir -p /rw/upper /rw/work
+if ! mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /mnt/root; then
+    echo "MATRIX: overlay mount failed"; poweroff -f
+fi
+R=/mnt/root
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts devpts $R/dev/pts
+mount -t tmpfs shm $R/dev/shm
+mount -t tmpfs run $R/run
+mount -t tmpfs tmp $R/tmp
+JOB=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^matrix_job=//p')
+echo "MATRIX-BEGIN"
+chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 /bin/sh "$JOB"
+echo "MATRIX-END rc=$?"
+poweroff -f
