@@ -67,6 +67,9 @@ def render(fix):
     for path, keys in by_file.items():
         parts.append("delete the %s line%s from %s" % (
             ", ".join(keys), "s" if len(keys) > 1 else "", path))
+    if fix.get("container"):
+        parts.append("in the container's own configuration: %s" % " / ".join(
+            "`%s`" % line.strip() for line in fix["container"]))
     if fix["shell"]:
         parts.append("apply it now with %s" % ", ".join("`%s`" % line for line in fix["shell"]))
     text = "; ".join(parts)
@@ -172,6 +175,8 @@ def apply_fix(facts, fix):
     Raises ValueError when a value in the fix is not one the kernel accepts.
     """
     facts = copy.deepcopy(facts)
+    if fix.get("namespace"):
+        return _apply_in_namespace(facts, fix)
     persisted = facts.setdefault("persisted", {})
     for item in fix["delete"]:
         _assign(persisted, item["key"], item["file"], None)
@@ -189,6 +194,17 @@ def apply_fix(facts, fix):
             drift[key] = {"runtime": now, "persisted": entry["value"], "file": entry["file"]}
     persisted["drift"] = drift
     _recount(facts)
+    return facts
+
+
+def _apply_in_namespace(facts, fix):
+    """`facts` with a namespace fix's values set inside that namespace only."""
+    inode = fix["namespace"]["inode"]
+    for item in (facts.get("namespaces") or {}).get("items") or []:
+        if item.get("inode") == inode and item.get("sysctl") is not None:
+            for key, text in fix["settings"].items():
+                item["sysctl"][SHORT.get(key, key)] = _typed(key, text)
+            _recount(item)
     return facts
 
 
