@@ -107,8 +107,11 @@ def synthetic_result(index, rng):
         "listeners_in_range": [{"port": low + 5, "address": "0.0.0.0", "reserved": False}],
         "limits": {"nofile": [1024, 524288], "processes": []},
     }
-    probe = {"scope": "quick", "expected": usable, "measured": usable,
-             "bind_zero_starves": False, "duration": 0.4}
+    probe = {"mode": "lab", "scope": "quick", "expected": usable, "matches_expected": True,
+             "hold": {"established": 1000, "expected": 1000, "target": 1000,
+                      "stopped_by": "EADDRNOTAVAIL", "lost": 0,
+                      "measured_range": [low, low + 999]},
+             "summary": "quick: held 1000 of 1000 expected, stopped by EADDRNOTAVAIL"}
     findings = []
     for rule_id, severity, title in rng.sample(RULES, rng.randrange(0, 6)):
         findings.append({
@@ -121,7 +124,18 @@ def synthetic_result(index, rng):
             "waived": rng.random() < 0.1})
     return {"schema": 1, "host": host, "status": "ok", "error": None,
             "audited_at": stamp, "groups": [rng.choice(("proxies", "app_servers"))],
-            "facts": facts, "probe": probe, "findings": findings}
+            "facts": facts, "probe": probe, "findings": findings,
+            "summary": summary_builder()(facts, probe)}
+
+
+def summary_builder():
+    """The audit's summary function, as the audit writes it into each result."""
+    import ansible.module_utils  # noqa: PLC0415 - the project's module_utils join its path here
+    folder = str(ROOT / "module_utils")
+    if folder not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(folder)
+    from ansible.module_utils.portpool_result_summary import host_summary  # noqa: PLC0415
+    return host_summary
 
 
 def generate(folder, count, seed=5):

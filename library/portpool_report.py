@@ -28,9 +28,15 @@ description:
     never hides the others.
   - "Runs on the controller (C(delegate_to: localhost), C(run_once)); needs the
     C(jinja2) Python package there, which ansible-core already requires."
-  - Every file is written atomically (a temporary file renamed over it); the
-    Prometheus folder is written whole and then moved into place, and the
-    C(latest) link beside O(dest) is replaced atomically.
+  - Every file is written atomically (a temporary file created exclusively under a
+    random name, fsynced, renamed over it, then the folder fsynced); the Prometheus
+    folder is written whole and then moved into place, and the C(latest) link
+    beside O(dest) is replaced atomically. A C(prometheus/) folder is replaced only
+    when it carries portpool's C(.portpool-report) marker; any other is left alone
+    with a warning.
+  - Reads only each result's C(summary) block and its findings, never the raw facts
+    (docs/report.md). A result file over 16 MiB, nested too deeply or holding
+    numbers that break the arithmetic becomes a failed host with the reason.
 version_added: "1.0.0"
 author:
   - portpool contributors
@@ -87,8 +93,9 @@ options:
     default: 20
   host_destinations:
     description:
-      - How many of each host's busiest destinations its view lists and its
-        Prometheus file exports, one series per destination.
+      - How many of each host's busiest destinations its view in the report lists and
+        its Prometheus file exports as C(portpool_destination_utilisation_ratio) series
+        (one per destination C(ip:port) label). C(0) exports none.
     type: int
     default: 5
   chart_hosts:
@@ -101,6 +108,14 @@ options:
       - How many hosts the console summary lists (worst first).
     type: int
     default: 20
+  private:
+    description:
+      - The report holds every host's facts (listeners, backend addresses, process
+        names), so its files are created C(0600) and its folders C(0700).
+      - Set to C(false) to create them C(0644) and C(0755), for example when
+        node_exporter runs as another user and reads the C(prometheus/) folder.
+    type: bool
+    default: true
   title:
     description:
       - Title of the HTML and Markdown reports and name of the JUnit testsuites.

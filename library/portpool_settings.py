@@ -22,9 +22,14 @@ description:
   - Listening TCP ports that the new range covers are added to C(ip_local_reserved_ports),
     merged with what is already reserved, unless O(protect_listeners=false).
   - Warns, naming the file, when a file that systemd-sysctl applies after ours at boot
-    sets one of the managed keys.
+    sets one of the managed keys to a different value.
   - "O(mode=rollback): restore exactly the saved runtime values and file, then retire the
     saved state; a second rollback finds nothing to do."
+  - The state directory must be a real directory owned by root that nobody else can
+    write (created 0700); the saved state is checked like user input (its fields,
+    managed keys only, values portpool accepts) and refused otherwise. A target file
+    that is a symlink or a C(/dev/null) mask is never replaced. One C(flock) per host,
+    on O(state_dir), serialises apply, verify and rollback.
   - "O(mode=validate) checks the settings of many hosts at once without touching any host
     (run it on the controller); O(mode=preflight) adds the host-side checks (the host's
     C(ip_unprivileged_port_start), keys the kernel lacks, a read-only C(/proc/sys)) and
@@ -221,6 +226,17 @@ overrides:
   type: list
   elements: dict
   sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf"}]
+boot_overrides:
+  description:
+    - Files applied after ours at boot that set a managed key to a different value
+      (each also a warning); a file that sets the same value is left out.
+    - C(value) is what the kernel gets at boot, C(ours) what portpool sets, C(why) one
+      line saying so.
+  returned: modes preflight, apply
+  type: list
+  elements: dict
+  sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf",
+            "line": 3, "value": "0", "ours": "1", "why": "net.ipv4.tcp_tw_reuse is also..."}]
 input_errors:
   description: "O(mode=preflight): bad settings for this host (fatal for the whole rollout)."
   returned: mode preflight

@@ -16,6 +16,7 @@ portpool_facts returned and writes the results.
 from __future__ import annotations
 
 import fnmatch
+import json
 
 from ansible.module_utils.portpool_audit_advice import apply_fix, describe_values, render
 from ansible.module_utils.portpool_audit_facts import (  # noqa: F401 (the audit's API)
@@ -93,20 +94,29 @@ def recheck(ctx, hit, before_ids):
     would trade one finding for another, so it is not offered.
     """
     offered, refused = [], []
+    cache = ctx.fix_verdicts  # one host often repeats a fix
     for fix in hit["fixes"]:
-        try:
-            after = host_hits(ctx.with_facts(apply_fix(ctx.facts, fix)))
-        except (ValueError, TypeError, KeyError) as exc:
-            refused.append({"fix": fix, "reason": "its value is not one the kernel "
-                            "accepts (%s)" % exc})
-            continue
-        new = sorted({rule.id for rule, _hit in after} - before_ids)
-        if new:
-            refused.append({"fix": fix, "reason": "it would raise %s" % ", ".join(
-                "%s (%s)" % (rule_id, RULES_BY_ID[rule_id].title) for rule_id in new)})
+        key = json.dumps(fix, sort_keys=True)
+        if key not in cache:
+            cache[key] = _verdict(ctx, fix, before_ids)
+        if cache[key]:
+            refused.append({"fix": fix, "reason": cache[key]})
         else:
             offered.append(fix)
     return offered, refused
+
+
+def _verdict(ctx, fix, before_ids):
+    """None when the fix raises no new rule, else the reason it is not offered."""
+    try:
+        after = host_hits(ctx.with_facts(apply_fix(ctx.facts, fix)))
+    except (ValueError, TypeError, KeyError) as exc:
+        return "its value is not one the kernel accepts (%s)" % exc
+    new = sorted({rule.id for rule, _hit in after} - before_ids)
+    if not new:
+        return None
+    return "it would raise %s" % ", ".join(
+        "%s (%s)" % (rule_id, RULES_BY_ID[rule_id].title) for rule_id in new)
 
 
 def recommendation(hit, offered, refused):

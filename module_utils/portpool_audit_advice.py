@@ -96,7 +96,7 @@ def target_for(ctx, key):
     entry = ctx.persisted_entry(key)
     if not entry or entry["file"] == managed:
         return managed, []
-    files = [item["file"] for item in entry["others"]] + [entry["file"]]
+    files = [item["file"] for item in entry["also"]] + [entry["file"]]
     if managed in files:
         after = files[files.index(managed) + 1:]
         return managed, [(path, key) for path in dict.fromkeys(after) if path != managed]
@@ -174,16 +174,22 @@ def apply_fix(facts, fix):
 
     Raises ValueError when a value in the fix is not one the kernel accepts.
     """
-    facts = copy.deepcopy(facts)
     if fix.get("namespace"):
         return _apply_in_namespace(facts, fix)
-    persisted = facts.setdefault("persisted", {})
+    # Copy only what a fix changes (the rest is shared, never written): a deep copy
+    # per fix was most of the audit's time.
+    facts = dict(facts)
+    persisted = dict(facts.get("persisted") or {})
+    persisted["keys"] = dict(persisted.get("keys") or {})
+    persisted["files"] = list(persisted.get("files") or [])
+    facts["persisted"] = persisted
+    facts["sysctl"] = dict(facts.get("sysctl") or {})
     for item in fix["delete"]:
         _assign(persisted, item["key"], item["file"], None)
     if fix["file"]:
         for key, text in fix["settings"].items():
             _assign(persisted, key, fix["file"], text)
-    sysctl = facts.setdefault("sysctl", {})
+    sysctl = facts["sysctl"]
     if fix["shell"]:
         for key, text in fix["settings"].items():
             sysctl[SHORT.get(key, key)] = _typed(key, text)
@@ -198,13 +204,25 @@ def apply_fix(facts, fix):
 
 
 def _apply_in_namespace(facts, fix):
-    """`facts` with a namespace fix's values set inside that namespace only."""
+    """`facts` with a namespace fix's values set inside that namespace only.
+
+    Only that namespace's entry is copied; the host's facts are shared, untouched.
+    """
     inode = fix["namespace"]["inode"]
-    for item in (facts.get("namespaces") or {}).get("items") or []:
+    facts = dict(facts)
+    fact = dict(facts.get("namespaces") or {})
+    items = []
+    for item in fact.get("items") or []:
         if item.get("inode") == inode and item.get("sysctl") is not None:
+            changed = copy.deepcopy(item)
             for key, text in fix["settings"].items():
-                item["sysctl"][SHORT.get(key, key)] = _typed(key, text)
-            _recount(item)
+                changed["sysctl"][SHORT.get(key, key)] = _typed(key, text)
+            _recount(changed)
+            items.append(changed)
+        else:
+            items.append(item)
+    fact["items"] = items
+    facts["namespaces"] = fact
     return facts
 
 
@@ -217,13 +235,16 @@ def _recount(facts):
         return
     facts["ephemeral"] = pool_size(rng[0], rng[1], reserved)
     usable = facts["ephemeral"]["usable"]
-    for dest in (facts.get("destinations") or {}).get("top") or []:
-        dest["utilisation"] = round((dest.get("total") or 0) / usable, 4) if usable else None
+    if facts.get("destinations"):
+        facts["destinations"] = dict(facts["destinations"], top=[
+            dict(dest, utilisation=round((dest.get("total") or 0) / usable, 4)
+                 if usable else None)
+            for dest in facts["destinations"].get("top") or []])
     listeners = []
     for item in facts.get("listeners_in_range") or []:
         port = item["port"]
         if rng[0] <= port <= rng[1]:
-            item["reserved"] = any(low <= port <= high for low, high in reserved)
-            listeners.append(item)
+            listeners.append(dict(item, reserved=any(low <= port <= high
+                                                     for low, high in reserved)))
     if facts.get("listeners_in_range") is not None:
         facts["listeners_in_range"] = listeners

@@ -254,6 +254,11 @@ class HostContext:
         self.status = status
         self.error = error
         self.probe_error = probe_error
+        # Set by the engine while judging: rule ids that fired, values other findings
+        # want (PP015 leaves those alone), and each tried fix's verdict.
+        self.before_ids = set()
+        self.wants = {}
+        self.fix_verdicts = {}
 
     def with_facts(self, facts):
         """The same host with other facts (a fix applied to a copy)."""
@@ -287,17 +292,17 @@ class HostContext:
 
     # Persisted sysctls -------------------------------------------------------
     def persisted_entry(self, key):
-        """What wins at boot for a key: {"value", "file", "others": [{"file", "value"}]}.
+        """What wins at boot for a key: {"value", "file", "also": [{"file", "value"}]}.
 
-        None when no file sets it. `others` are the other assignments, in reading order.
+        None when no file sets it. `also` are the other assignments, in reading order.
         """
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
         entry = keys.get(dotted_name(key))
         if not entry:
             return None
-        others = [{"file": item["file"], "value": item.get("value")}
-                  for item in entry.get("also") or []]
-        return {"value": entry["value"], "file": entry["file"], "others": others}
+        also = [{"file": item["file"], "value": item.get("value")}
+                for item in entry.get("also") or []]
+        return {"value": entry["value"], "file": entry["file"], "also": also}
 
     def persisted_keys(self):
         """Dotted names of every key some persisted file sets."""

@@ -91,12 +91,19 @@ def _hit(message, advice, severity=None, fixes=()):
 
 
 def _wanted(ctx, key):
-    """The value a namespace should have for `key`: the policy's, else the host's."""
+    """The value a namespace should have for `key`, or None when any will do.
+
+    The policy's desired value when it names one; else the host's own value, but
+    only where the host is tuned: a host at a new namespace's default asks nothing
+    of its containers.
+    """
     desired = ctx.policy.get("desired") or {}
     for name in (key, dotted_name(key)):
         if name in desired:
             return as_text(key, desired[name])
-    return ctx.sysctl_text(key)
+    host = ctx.sysctl_text(key)
+    short = dotted_name(key).rsplit(".", 1)[1]
+    return None if host == NAMESPACE_DEFAULTS.get(short) else host
 
 
 def _falls_short(key, have, want):

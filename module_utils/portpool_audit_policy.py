@@ -193,15 +193,42 @@ def spec_options(spec_text, entry_point):
                          % (entry_point, exc)) from exc
 
 
-def check_policies(policies, options):
-    """One message per problem, each naming the host and the variable; [] when all pass."""
-    problems = []
+def grouped_problems(problems_by_host):
+    """Each distinct problem once, with every host it hit: ["hosts a, b: text", ...].
+
+    A problem names its host as "HOST: text" (the argument spec) or "VAR of HOST ..."
+    (the bounds); the host is taken out so identical problems group together.
+    """
+    groups = {}
+    for host, problems in problems_by_host.items():
+        for problem in problems:
+            prefix = "%s: " % host
+            if problem.startswith(prefix):
+                text = problem[len(prefix):]
+            else:
+                text = problem.replace(" of %s" % host, "", 1)
+            groups.setdefault(text, []).append(host)
+    return ["%s %s: %s" % ("hosts" if len(hosts) > 1 else "host", ", ".join(hosts), text)
+            for text, hosts in groups.items()]
+
+
+def problems_by_host(policies, options):
+    """{host: [problem, ...]} for the hosts with problems, each naming host and variable."""
+    found = {}
     for host, variables in policies.items():
         if not isinstance(variables, dict):
-            problems.append("%s: its policy variables were not collected" % host)
+            found[host] = ["%s: its policy variables were not collected" % host]
             continue
         result = ArgumentSpecValidator(options).validate(dict(variables))
         errors = ["%s: %s" % (host, message) for message in result.error_messages]
         # Bounds only make sense once the types are right.
-        problems.extend(errors or policy_problems(variables, host))
-    return problems
+        problems = errors or policy_problems(variables, host)
+        if problems:
+            found[host] = problems
+    return found
+
+
+def check_policies(policies, options):
+    """One message per problem, each naming the host and the variable; [] when all pass."""
+    return [problem for problems in problems_by_host(policies, options).values()
+            for problem in problems]

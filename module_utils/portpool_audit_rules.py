@@ -277,7 +277,9 @@ def check_reuse_without_timestamps(ctx):
         "Turn TCP timestamps on. If a security baseline forbids them, accept about "
         "usable/60 new connections per second per destination instead.",
         "medium" if reuse == 1 else "low",
-        fixes=[persist_fix(ctx, {"tcp_timestamps": "1"})])]
+        fixes=[persist_fix(ctx, {"tcp_timestamps": "1"})],
+        # The fix makes the asked-for reuse work: drift advice must not undo the ask.
+        wants={"net.ipv4.tcp_tw_reuse": str(reuse)} if reuse == 1 else None)]
 
 
 def check_tw_recycle(ctx):
@@ -299,7 +301,7 @@ def check_tw_recycle(ctx):
             "Keep net.ipv4.tcp_tw_recycle = 0 and plan a kernel of 4.12 or later.",
             "low"))
     elif entry:
-        files = list(dict.fromkeys([item["file"] for item in entry["others"]] + [entry["file"]]))
+        files = list(dict.fromkeys([item["file"] for item in entry["also"]] + [entry["file"]]))
         key = "net.ipv4.tcp_tw_recycle"
         hits.append(_hit(
             "%s sets %s = %s, a key this kernel no longer has (removed in 4.12): "
@@ -441,8 +443,8 @@ def check_persisted_drift(ctx):
             "%s is %s at runtime (%s) but %s wins at boot (%s): the next reboot or "
             "`sysctl --system` changes it." % (
                 key, show(runtime), proc_path(key), show(boot), entry.get("file")),
-            "Decide which is right: keep the runtime value at boot, or apply the boot "
-            "value now.", fixes=fixes))
+            "Make them agree: keep the runtime value at boot, or apply the boot value "
+            "now (an option another rule would flag is not offered).", fixes=fixes))
     return hits
 
 
@@ -452,7 +454,7 @@ def check_persisted_duplicates(ctx):
     managed = ctx.managed_file()
     for key in ctx.persisted_keys():
         entry = ctx.persisted_entry(key)
-        others = entry["others"]
+        others = entry["also"]
         if not others:
             continue
         winner = as_text(key, entry["value"])
@@ -481,7 +483,7 @@ def check_quoted_values(ctx):
     hits = []
     for key in ctx.persisted_keys():
         entry = ctx.persisted_entry(key)
-        for item in entry["others"] + [{"file": entry["file"], "value": entry["value"]}]:
+        for item in entry["also"] + [{"file": entry["file"], "value": entry["value"]}]:
             value = (item["value"] or "").strip()
             if len(value) < 2 or value[0] not in "\"'" or value[-1] != value[0]:
                 continue
@@ -593,17 +595,20 @@ def check_drift(contexts):
     hits = {}
     for group in sorted(members):
         hosts = members[group]
+        majorities = {}  # key -> (value, votes), counted once per group, not per host
         for ctx in hosts:
             keys = ctx.policy.get("drift_keys") or []
             if len(hosts) < int(ctx.policy.get("drift_min_hosts") or 3):
                 continue
-            wants = getattr(ctx, "wants", {}) or {}
+            wants = ctx.wants
             for key in keys:
-                counts = {}
-                for other in hosts:
-                    value = other.sysctl_text(key)
-                    counts[value] = counts.get(value, 0) + 1
-                majority, votes = max(counts.items(), key=lambda item: item[1])
+                if key not in majorities:
+                    counts = {}
+                    for other in hosts:
+                        value = other.sysctl_text(key)
+                        counts[value] = counts.get(value, 0) + 1
+                    majorities[key] = max(counts.items(), key=lambda item: item[1])
+                majority, votes = majorities[key]
                 if votes * 2 <= len(hosts) or majority is None:
                     continue
                 mine = ctx.sysctl_text(key)

@@ -43,13 +43,19 @@ def atomic_write(path, text, mode=FILE_MODE):
     or the new one, never half of one. `mkstemp` opens with O_EXCL under a
     random name, so a link planted in the folder is never written through;
     the rename replaces a link at `path` itself rather than following it.
+    `text` may be a string, bytes, or an iterable of strings (a template's
+    `generate()`), written as it comes so a large report is never whole in memory.
     """
     folder, name = os.path.split(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".%s." % name[:64], suffix=".tmp",
                                          dir=folder)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(text.encode("utf-8", "replace") if isinstance(text, str) else text)
+        with os.fdopen(handle, "wb", buffering=1 << 20) as stream:
+            if isinstance(text, (str, bytes)):
+                text = (text,)
+            for chunk in text:
+                stream.write(chunk.encode("utf-8", "replace") if isinstance(chunk, str)
+                             else chunk)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)

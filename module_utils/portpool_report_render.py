@@ -390,18 +390,20 @@ def render_serial(model, dest, formats, template_dir):
     files = {}
     writer = BackgroundWriter()
     fresh = None
+    file_mode, dir_mode = modes(model.get("private", True))
 
     def render_file(name, **context):
         files[name] = path = os.path.join(dest, OUTPUT_FILES[name])
         template = make_environment(template_dir, name).get_template(TEMPLATES[name])
-        writer.submit(atomic_write, path, template.render(model=model, **context))
+        # Streamed to disk as it renders: a 10,000-host report is never one string.
+        atomic_write(path, template.generate(model=model, **context), file_mode)
 
     try:
         if "json" in formats:
             files["json"] = path = os.path.join(dest, OUTPUT_FILES["json"])
             writer.submit(atomic_write, path, json.dumps(
                 fleet_document(model), ensure_ascii=False, sort_keys=True,
-                separators=(",", ":")) + "\n")
+                separators=(",", ":")) + "\n", file_mode)
         if "markdown" in formats:
             render_file("markdown")
         if "html" in formats:
@@ -413,14 +415,14 @@ def render_serial(model, dest, formats, template_dir):
             template = make_environment(template_dir, "prometheus").get_template(
                 TEMPLATES["prometheus"])
             host_file = template.module.host_file
-            fresh = new_folder(os.path.join(dest, PROMETHEUS_DIR))
+            fresh = new_folder(os.path.join(dest, PROMETHEUS_DIR), dir_mode, file_mode)
             batch = []
             for record in model["hosts"]:
                 batch.append((record["file"] + ".prom", str(host_file(record))))
                 if len(batch) == 256:
-                    writer.submit(write_files, fresh, batch)
+                    writer.submit(write_files, fresh, batch, file_mode)
                     batch = []
-            writer.submit(write_files, fresh, batch)
+            writer.submit(write_files, fresh, batch, file_mode)
         pending, writer = writer, None
         pending.finish()
         if fresh is not None:
@@ -434,24 +436,31 @@ def render_serial(model, dest, formats, template_dir):
     return files
 
 
-def new_folder(path):
-    """An empty private folder beside path (random name, created exclusively, 0700).
+def modes(private):
+    """(file mode, folder mode): private by default, readable by all when asked."""
+    return (FILE_MODE, DIR_MODE) if private else (0o644, 0o755)
+
+
+def new_folder(path, dir_mode=DIR_MODE, file_mode=FILE_MODE):
+    """An empty folder beside path (random name, created exclusively, 0700 by default).
 
     It carries portpool's marker, so a later run knows it may replace it.
     """
     parent, name = os.path.split(path)
     fresh = tempfile.mkdtemp(prefix=".%s.new-" % name, dir=parent)
-    os.chmod(fresh, DIR_MODE)
-    write_files(fresh, [(MARKER_FILE, MARKER_TEXT)])
+    os.chmod(fresh, dir_mode)
+    write_files(fresh, [(MARKER_FILE, MARKER_TEXT)], file_mode)
     return fresh
 
 
-def write_files(folder, files):
-    """Create each (name, text) file in folder (0600); the folder is new, so no renames."""
+def write_files(folder, files, mode=FILE_MODE):
+    """Create each (name, text) file in folder (0600 by default); the folder is new."""
     flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
              | getattr(os, "O_NOFOLLOW", 0))
     for name, text in files:
-        handle = os.open(os.path.join(folder, name), flags, FILE_MODE)
+        handle = os.open(os.path.join(folder, name), flags, mode)
+        if mode & ~FILE_MODE:
+            os.fchmod(handle, mode)  # the umask must not narrow a mode asked for
         try:
             os.write(handle, text.encode("utf-8", "replace"))
         finally:
@@ -519,7 +528,8 @@ def utc_now():
 def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",
                  top_destinations=20, host_destinations=5, chart_hosts=50, console_hosts=20,
                  title="portpool fleet report", rules_file=None,
-                 latest_link=True, check_mode=False, generated_at=None, parallel=None):
+                 latest_link=True, check_mode=False, generated_at=None, parallel=None,
+                 private=True):
     """Load, merge, aggregate and render: the whole report step.
 
     Returns a dict with the written `files`, the fleet `totals`, the console
@@ -551,12 +561,16 @@ def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="h
             "result_dirs": result_dirs, "dest": dest, "report_path": report_path,
         })
         model["warnings"] = warnings
+        model["private"] = private
         model["file_count"] = file_count
         files = {}
         latest = None
         stats = {}
         if not check_mode:
-            make_private_dir(dest)
+            if private:
+                make_private_dir(dest)
+            else:
+                os.makedirs(dest, mode=0o755, exist_ok=True)
             foreign = foreign_folder(os.path.join(dest, PROMETHEUS_DIR))
             if foreign and "prometheus" in formats:
                 # Everything else is still written; that folder is left as it is.

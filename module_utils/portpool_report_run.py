@@ -30,6 +30,7 @@ def report_argument_spec():
         "console_hosts": {"type": "int", "default": 20},
         "title": {"type": "str", "default": "portpool fleet report"},
         "latest_link": {"type": "bool", "default": True},
+        "private": {"type": "bool", "default": True},
     }
 
 
@@ -60,7 +61,8 @@ def render(params, check_mode):
             host_destinations=params["host_destinations"],
             chart_hosts=params["chart_hosts"], console_hosts=params["console_hosts"],
             title=params["title"], rules_file=params["rules_file"],
-            latest_link=params["latest_link"], check_mode=check_mode)
+            latest_link=params["latest_link"], check_mode=check_mode,
+            private=params["private"])
     except (OSError, ValueError) as exc:
         raise OSError("could not write the report into %s: %s" % (params["dest"], exc)) from exc
     result.pop("stats")

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 
+from ansible.module_utils.portpool_boot_order import boot_overrides
 from ansible.module_utils.portpool_persisted import (
     SYSCTL_D_DIRS,
     list_config_files,
@@ -365,10 +366,9 @@ def survey(params, paths):
                                    and file_old_mode != FILE_MODE))
     order, contents = boot_contents(paths, as_text(decided["file_new"]) or "")
     decided["overrides"] = find_overrides(paths.file, order, contents, list(decided["target"]))
-    for item in decided["overrides"]:
-        decided["warnings"].append(
-            "%s is also set in %s, which is applied after %s at boot and wins there"
-            % (item["key"], item["file"], paths.file))
+    # Warn only where the boot winner sets a different value (portpool_boot_order).
+    decided["boot_overrides"] = boot_overrides(paths.file, order, contents, decided["target"])
+    decided["warnings"].extend(item["why"] for item in decided["boot_overrides"])
     return decided
 
 
@@ -385,6 +385,7 @@ def planned_result(decided, paths):
         "reserved_added": decided["reserved_added"],
         "skipped_keys": decided["skipped"],
         "overrides": decided["overrides"],
+        "boot_overrides": decided["boot_overrides"],
         "state_file": paths.state,
     }
 

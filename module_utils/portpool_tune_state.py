@@ -135,7 +135,7 @@ def host_lock(state_dir, timeout, clock=time.monotonic, sleep=time.sleep):
                 if clock() >= deadline:
                     raise TuneError(
                         "another portpool run holds the lock on %s on this host; waited %d s "
-                        "(portpool_tune_lock_timeout), nothing was changed by this run"
+                        "(lock_timeout), nothing was changed by this run"
                         % (path, timeout)) from None
                 sleep(0.1)
         yield

@@ -20,14 +20,16 @@ KEYS = (
 )
 DESIRED = {"ip_local_port_range": "30000 50999", "tcp_tw_reuse": 1, "tcp_max_tw_buckets": 262144}
 LATE = "net.ipv4.tcp_tw_reuse = 0\n"
+SAME = "net.ipv4.tcp_tw_reuse = 1\n"
 FILE = "60-portpool.conf"
 
 
 @pytest.fixture(scope="module")
 def fleet():
     specs = [
+        # h01's later file sets the value portpool sets: harmless, not an override.
         HostSpec("h01", sysctls={"net.ipv4.ip_local_port_range": "40000 40999"},
-                 groups=("proxies",),
+                 sysctl_d={"70-same.conf": SAME}, groups=("proxies",),
                  hostvars={"portpool_tune_host_settings": {"tcp_max_tw_buckets": 300000}}),
         HostSpec("h02", listeners=(45000,), sysctl_d={"99-late.conf": LATE},
                  groups=("proxies",)),
@@ -71,6 +73,24 @@ def recap(output):
     return found
 
 
+def summary_section(output, key):
+    """The lines of one key of the tune summary (up to the next key at the same indent)."""
+    summary = output[output.index("Summarise the rollout"):]
+    match = re.search(r"^(\s+)%s:.*?(?=^\1\w+:|^TASK|^PLAY)" % key, summary, re.M | re.S)
+    assert match, summary[:3000]
+    return match.group(0)
+
+
+def rollback_summary(output):
+    """{host: what the rollback says it did} from its summary."""
+    section = output[output.index("Summarise the rollback"):].split("PLAY RECAP")[0]
+    body = section.split("msg:", 1)[1]
+    found = {}
+    for name, text in re.findall(r"^\s{8}(\w+): (.*?)(?=^\s{8}\w+: |\Z)", body, re.M | re.S):
+        found[name] = " ".join(text.strip().strip("'").split())
+    return found
+
+
 def run(fleet, playbook, *args, **settings):
     extra = {"portpool_tune_settings": settings.pop("settings", DESIRED),
              "portpool_tune_serial": ["100%"]}
@@ -103,6 +123,20 @@ def test_bad_inputs_fail_before_any_host_changes(fleet):
         assert fleet_hash(fleet) == before, settings
 
 
+def test_a_misspelt_variable_is_warned_about_and_no_host_reads_as_unchanged(fleet):
+    before = fleet_hash(fleet)
+    # The group layer is misspelt; h01's host layer is cleared, so no host has settings.
+    result, output = run(fleet, "playbooks/tune.yml", settings={},
+                         portpool_tune_setting=DESIRED, portpool_tune_host_settings={})
+    assert result.returncode == 0, output[-3000:]
+    assert ("portpool_tune_setting (set for h01, h02, h03) is not a portpool variable: "
+            "did you mean portpool_tune_settings?") in output, output[-3000:]
+    assert "h01, h02, h03: the merged portpool_tune settings are empty" in output
+    assert re.search(r"no_settings:\s*\n\s*- h01\s*\n\s*- h02\s*\n\s*- h03", output)
+    assert "unchanged: []" in output
+    assert fleet_hash(fleet) == before
+
+
 def test_check_apply_repeat_and_rollback(fleet):
     original = {name: host_state(fleet, name) for name in fleet.hosts}
 
@@ -121,7 +155,17 @@ def test_check_apply_repeat_and_rollback(fleet):
     counts = recap(output)
     assert all(counts[name]["changed"] >= 1 and counts[name]["failed"] == 0
                for name in fleet.hosts), counts
-    assert "99-late.conf" in output  # the override at boot is named
+    # The override at boot is named where it changes the value (h02), not where the
+    # later file sets the same value (h01); the summary lists it with the reason.
+    assert "99-late.conf" in output
+    warnings = output.split("[WARNING]")[1:]
+    assert any("99-late.conf (line 1)" in warning for warning in warnings), output[-4000:]
+    assert not any("70-same.conf" in warning.split("\n\n")[0] for warning in warnings)
+    overridden = summary_section(output, "overridden_at_boot")
+    assert "h02:" in overridden and "h01" not in overridden and "h03" not in overridden
+    assert ("net.ipv4.tcp_tw_reuse is also set in /etc/sysctl.d/99-late.conf (line 1)"
+            in overridden)
+    assert "the kernel gets 0, not 1" in overridden
     # Each changed host was measured by the quick probe as part of its verification.
     readback = "".join(section.split("TASK [", 1)[0] for section in output.split(
         "Read the pool back with portpool_facts, and measure what it promises")[1:])
@@ -153,9 +197,28 @@ def test_check_apply_repeat_and_rollback(fleet):
     assert result.returncode == 0, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
 
+    # The option fails the overridden host only, and still changes nothing.
+    result, output = run(fleet, "playbooks/tune.yml", portpool_tune_fail_on_boot_override=True)
+    assert result.returncode != 0, output[-4000:]
+    counts = recap(output)
+    assert counts["h02"]["failed"] == 1 and counts["h01"]["failed"] == 0, counts
+    assert counts["h03"]["failed"] == 0, counts
+    assert "h02: its values would not survive a reboot" in output
+    assert all(item["changed"] == 0 for item in counts.values()), counts
+
     # Rollback restores values and files byte for byte; a second rollback does nothing.
     result, output = run(fleet, "playbooks/rollback.yml", "--diff")
     assert result.returncode == 0, output[-4000:]
+    # It says per host what it put back.
+    said = rollback_summary(output)
+    assert set(said) == set(fleet.hosts), said
+    assert "net.ipv4.tcp_tw_reuse = 0 (was 1)" in said["h03"], said
+    assert "net.ipv4.ip_local_port_range = 40000 40999 (was 30000 50999)" in said["h01"], said
+    assert "ip_local_reserved_ports = (empty) (was 45000)" in said["h02"], said
+    for name in fleet.hosts:
+        assert said[name].startswith("restored "), said
+        assert "removed /etc/sysctl.d/%s" % FILE in said[name], said
+        assert "saved state from 20" in said[name] and said[name].endswith("retired"), said
     for name in fleet.hosts:
         now = host_state(fleet, name)
         assert now["runtime"] == original[name]["runtime"], name
@@ -164,6 +227,10 @@ def test_check_apply_repeat_and_rollback(fleet):
     result, output = run(fleet, "playbooks/rollback.yml")
     assert result.returncode == 0, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-2000:]
+    said = rollback_summary(output)
+    assert set(said) == set(fleet.hosts), said
+    assert all(text.startswith("nothing to restore: no saved state in /var/lib/portpool")
+               for text in said.values()), said
 
 
 def _tamper_once(path, stop, deadline=120):
@@ -192,6 +259,10 @@ def test_a_host_failing_verification_is_rolled_back_and_the_rollout_stops(fleet)
     assert "verification failed" in output, output[-3000:]
     summary = output[output.index("Summarise the rollout"):]
     assert re.search(r"rolled_back:\s*\n\s*- h01", summary), summary[:1500]
+    # The stop says why: which host of the batch failed, and its reason.
+    assert "Stopping the rollout: 1 of 1 host(s) of the batch h01 failed" in output
+    stopped = summary_section(output, "stopped")
+    assert "h01 (rolled_back:" in stopped and "verification failed" in stopped, stopped
     assert re.search(r"not_reached:\s*\n\s*- h02\s*\n\s*- h03", summary), summary[:1500]
     for name in fleet.hosts:
         now = host_state(fleet, name)
@@ -200,35 +271,56 @@ def test_a_host_failing_verification_is_rolled_back_and_the_rollout_stops(fleet)
     assert recap(output)["h01"]["failed"] == 1
 
 
-def test_unreachable_host_stops_the_rollout_and_no_host_is_half_changed(make_fleet):
-    fleet = make_fleet([HostSpec("r%d" % index, sysctls={"net.ipv4.tcp_tw_reuse": "0"})
-                        for index in range(1, 6)])
-    # r1's /proc/sys is read-only, as in a container: it fails alone, the others go on,
-    # and it takes no batch slot (the canary is r2).
-    fleet.run("r1", ["mount", "--bind", "/proc/sys", "/proc/sys"])
-    fleet.run("r1", ["mount", "-o", "remount,ro,bind", "/proc/sys"])
-    before = {name: host_state(fleet, name) for name in fleet.hosts}
-    fleet.kill_sshd("r3")
-    result, output = run(fleet, "playbooks/tune.yml", portpool_tune_serial=[1, 1, "100%"])
-    assert result.returncode != 0
-    assert "r1 cannot be tuned, nothing was changed on it" in output
-    assert "/proc/sys is not writable here" in output
-    assert recap(output)["r1"]["failed"] == 1
-    # The canary is all new; r3 (its batch failed) and the later batch are untouched.
-    assert fleet.sysctl("r2", "net.ipv4.tcp_tw_reuse") == "1"
-    assert fleet.sysctl("r2", "net.ipv4.ip_local_port_range") == "30000 50999"
-    assert (fleet.hosts["r2"].sysctl_d / FILE).is_file()
-    for name in ("r1", "r4", "r5"):
-        assert host_state(fleet, name) == before[name], name
-    r3 = fleet.hosts["r3"]
-    inside = ["ip", "netns", "exec", r3.netns, "cat"]
-    runtime = {key: " ".join(subprocess.run(
+def _runtime_in_netns(host):
+    """Managed values read straight from the host's namespace (works with sshd dead)."""
+    inside = ["ip", "netns", "exec", host.netns, "cat"]
+    return {key: " ".join(subprocess.run(
         [*inside, "/proc/sys/" + key.replace(".", "/")], capture_output=True, text=True,
         check=True, timeout=30).stdout.split()) for key in KEYS}
-    assert runtime == before["r3"]["runtime"]
-    assert _files(r3.sysctl_d) == before["r3"]["sysctl_d"]
-    assert _files(r3.state) == before["r3"]["state"]
+
+
+def test_hosts_unreachable_or_failing_at_validation_take_no_batch_slot(make_fleet):
+    fleet = make_fleet([HostSpec("r%d" % index, sysctls={"net.ipv4.tcp_tw_reuse": "0"})
+                        for index in range(1, 6)])
+    # r1, first in the inventory, cannot be reached; r2's /proc/sys is read-only, as in
+    # a container. Both fail alone, take no batch slot, and the canary is r3.
+    fleet.run("r2", ["mount", "--bind", "/proc/sys", "/proc/sys"])
+    fleet.run("r2", ["mount", "-o", "remount,ro,bind", "/proc/sys"])
+    before = {name: host_state(fleet, name) for name in fleet.hosts}
+    fleet.kill_sshd("r1")
+    result, output = run(fleet, "playbooks/tune.yml", portpool_tune_serial=[1, 1, "100%"])
+    assert result.returncode != 0
+    assert "r2 cannot be tuned, nothing was changed on it" in output
+    assert "/proc/sys is not writable here" in output
+    assert recap(output)["r2"]["failed"] == 1
+    # The first batch (the canary) is r3 alone, then r4, then r5.
+    batches = [re.findall(r"^(?:changed|ok|fatal): \[(r\d)\]", section.split("TASK [", 1)[0], re.M)
+               for section in output.split("TASK [portpool_tune : Apply the pool settings]")[1:]]
+    assert batches == [["r3"], ["r4"], ["r5"]], batches
+    for name in ("r3", "r4", "r5"):
+        assert fleet.sysctl(name, "net.ipv4.tcp_tw_reuse") == "1", name
+        assert fleet.sysctl(name, "net.ipv4.ip_local_port_range") == "30000 50999", name
+        assert (fleet.hosts[name].sysctl_d / FILE).is_file()
+    assert host_state(fleet, "r2") == before["r2"]
+    r1 = fleet.hosts["r1"]
+    assert _runtime_in_netns(r1) == before["r1"]["runtime"]
+    assert _files(r1.sysctl_d) == before["r1"]["sysctl_d"]
+    assert _files(r1.state) == before["r1"]["state"]
     summary = output[output.index("Summarise the rollout"):]
-    assert re.search(r"changed:\s*\n\s*- r2\s*\n", summary), summary[:1500]
-    assert re.search(r"failed:\s*\n\s*- r1\s*\n\s*- r3", summary), summary[:1500]
-    assert re.search(r"not_reached:\s*\n\s*- r4\s*\n\s*- r5", summary), summary[:1500]
+    assert re.search(r"changed:\s*\n\s*- r3\s*\n\s*- r4\s*\n\s*- r5\s*\n", summary), summary[:1500]
+    assert re.search(r"failed:\s*\n\s*- r2\s*\n", summary), summary[:1500]
+    assert re.search(r"unreachable:\s*\n\s*- r1\s*\n", summary), summary[:1500]
+    assert "not_reached: []" in summary, summary[:1500]
+    assert "could not be reached at validation" in output
+    assert "no: every batch was within" in summary_section(output, "stopped")
+
+    # Rollback says, per host, what it restored, that there was nothing, or that it failed.
+    result, output = run(fleet, "playbooks/rollback.yml")
+    assert result.returncode != 0
+    said = rollback_summary(output)
+    assert said["r1"] == "not rolled back: failed or unreachable (see above)", said
+    assert said["r2"].startswith("nothing to restore: no saved state"), said
+    for name in ("r3", "r4", "r5"):
+        assert said[name].startswith("restored net.ipv4.ip_local_port_range = "), said
+        assert "net.ipv4.tcp_tw_reuse = 0 (was 1); removed /etc/sysctl.d/" in said[name], said
+        assert host_state(fleet, name) == before[name] | {"state": host_state(fleet, name)["state"]}

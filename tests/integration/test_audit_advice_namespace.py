@@ -13,8 +13,10 @@ nor any rule that did not fire before.
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,12 @@ pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parent.parent.parent
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d",
                "/usr/lib/sysctl.d", "/lib/sysctl.d")
-# Hides the machine's sysctl files inside the namespace only (private propagation).
+# Hides the machine's sysctl files inside the namespace only (private propagation),
+# and gives it its own netns folder: with its own PID namespace and /proc too, the
+# host sees only its own processes and namespaces, as a machine does.
 HOLDER = """
 set -e
+if [ -d /run/netns ]; then mount -t tmpfs -o mode=0755 tmpfs /run/netns; fi
 for dir in %s; do
   if [ -d "$dir" ] && [ ! -L "$dir" ]; then mount -t tmpfs -o mode=0755 tmpfs "$dir"; fi
 done
@@ -39,14 +44,17 @@ exec sleep 300
 
 @contextlib.contextmanager
 def namespace():
-    """A process holding fresh network and mount namespaces; yield its pid; always stop it."""
+    """A process holding fresh network, mount and PID namespaces; yield the pid of its
+    init (as this machine sees it); always stop it."""
     proc = subprocess.Popen(
-        ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", HOLDER],
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "--propagation", "private", "--", "sh", "-c", HOLDER],
         stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.strip() == "ready", "namespace did not start: %r" % line
-        yield proc.pid
+        with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid), encoding="ascii") as f:
+            yield int(f.read().split()[0])
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -57,7 +65,7 @@ def inside(pid, argv, stdin=None):
     env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8",
                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "--wd=%s" % REPO, "--",
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "-p", "--wd=%s" % REPO, "--",
                            *argv],
                           input=stdin, capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=120, check=False)
@@ -154,10 +162,36 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+LISTENER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(1)
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def listener(pid, port):
+    """A service listening on `port` inside the namespace; always stopped."""
+    proc = subprocess.Popen(["nsenter", "-t", str(pid), "-n", "--", sys.executable, "-c",
+                             LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", [*sorted(SCENARIOS), "listener in range"])
 def test_each_recommendation_applied_literally_clears_its_finding(name):
-    runtime, files, expected = SCENARIOS[name]
-    with namespace() as pid:
+    runtime, files, expected = SCENARIOS.get(name, ({}, {}, {"PP004"}))
+    with namespace() as pid, contextlib.ExitStack() as stack:
+        if name == "listener in range":  # the newcomer's proxy2: a service on 45000
+            sh(pid, "ip link set lo up")
+            stack.enter_context(listener(pid, 45000))
         seed(pid, runtime, files)
         found = judge(pid)
         assert expected <= {item["id"] for item in found}, found
@@ -196,3 +230,33 @@ def test_advice_never_undoes_portpool_file():
     (drift,) = [item for item in found if item["id"] == "PP011"]
     assert "PP001" in drift["fixes_refused"][0]["reason"]
     assert "Not offered" in drift["recommendation"]
+
+
+def test_a_host_without_root_is_judged_and_its_probe_is_a_finding():
+    """As `nobody` the lab probe cannot make its namespace: the facts still come back
+    (the task does not fail, so nothing dumps them) and the audit judges them."""
+    home = tempfile.mkdtemp(prefix="portpool-advice-nobody-")
+    try:
+        os.chmod(home, 0o777)  # a scratch HOME the unprivileged run can write
+        env = dict(os.environ, HOME=home, ANSIBLE_LOCAL_TEMP=home + "/local",
+                   ANSIBLE_REMOTE_TEMP=home + "/remote", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+                   LANG="C.UTF-8", LC_ALL="C.UTF-8")
+        result = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             sys.executable, str(Path(sys.executable).parent / "ansible"), "localhost", "-o",
+             # The module needs only the standard library; the venv's interpreter
+             # lives under /root, which nobody cannot run.
+             "-e", "ansible_python_interpreter=/usr/bin/python3",
+             "-m", "portpool_facts", "-a", '{"probe": {}, "probe_failure": "report"}'],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines()
+                if line.startswith("localhost | SUCCESS => "))
+    registered = json.loads(line.split(" => ", 1)[1])
+    assert "root" in registered["probe_error"]
+    ctx = audit.context_from_result("nobody", [], registered, {})
+    assert (ctx.status, ctx.error) == ("ok", None)
+    ids = {item["id"] for item in audit.evaluate([ctx])["nobody"]}
+    assert "PP019" in ids and "PP017" not in ids

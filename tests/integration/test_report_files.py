@@ -110,3 +110,11 @@ def test_a_linked_prometheus_folder_is_not_followed(tmp_path):
     assert "prometheus" not in outcome["files"]
     assert any("Prometheus files not written" in w for w in outcome["warnings"])
     assert os.listdir(elsewhere) == ["keep.prom"]
+
+
+def test_private_false_gives_readable_files_for_another_user(tmp_path, open_umask):
+    dest = tmp_path / "run"
+    build_report(SLICES, str(dest), TEMPLATES, latest_link=False, private=False)
+    assert mode(dest) == 0o755 and mode(dest / "prometheus") == 0o755
+    assert mode(dest / "report.html") == 0o644
+    assert {mode(path) for path in (dest / "prometheus").iterdir()} == {0o644}

@@ -116,3 +116,32 @@ def test_read_only_proc_sys_fails_clearly_and_changes_nothing(tmp_path):
     assert "REUSE 2" in stdout
     assert "FILES \n" in stdout or stdout.rstrip().endswith("FILES")
     assert not (tmp_path / "state").exists()
+
+
+def test_hostile_inputs_are_refused_on_the_real_kernel(tmp_path):
+    """Issue 11: H3 (a reservation that empties the pool), H2 (a mask), H1 (a shared
+    state directory). Each run fails with its reason and the namespace keeps its values."""
+    state = str(tmp_path / "state")
+    shared = str(tmp_path / "shared")
+    script = "\n".join([
+        module_call({"settings": {"ip_local_reserved_ports": "0-65535"},
+                     "state_dir": state}) + " || true",
+        "ln -s /dev/null /etc/sysctl.d/60-portpool.conf",
+        module_call({"settings": {"tcp_tw_reuse": 1}, "state_dir": state}) + " || true",
+        "rm /etc/sysctl.d/60-portpool.conf",
+        "mkdir -m 1777 %s" % shared,
+        "chmod 1777 %s" % shared,
+        module_call({"settings": {"tcp_tw_reuse": 1}, "state_dir": shared}) + " || true",
+        "echo RESERVED $(cat /proc/sys/net/ipv4/ip_local_reserved_ports)",
+        "echo REUSE $(cat /proc/sys/net/ipv4/tcp_tw_reuse)",
+        "echo FILES $(ls /etc/sysctl.d)",
+    ])
+    stdout, _ = in_namespace(script, tmp_path)
+    reserved, masked, shared_dir = results(stdout)
+    assert "leaves 0 usable ports" in reserved["msg"], reserved
+    assert "masked (a symlink to /dev/null)" in masked["msg"], masked
+    assert "writable by group or others" in shared_dir["msg"], shared_dir
+    lines = stdout.splitlines()
+    assert "RESERVED" in lines and "REUSE 2" in lines and "FILES" in lines
+    assert not (tmp_path / "state").exists()
+    assert os.listdir(shared) == []

@@ -145,6 +145,21 @@ def test_drift_does_not_undo_tw_reuse_another_rule_wants(facts):
     assert only(found, "PP009") and not only(found, "PP015")
 
 
+def test_drift_keeps_the_reuse_pp005_makes_work(facts):
+    # proxy3: reuse 1 with timestamps 0, its group at reuse 2 with timestamps 1.
+    hosts = []
+    for name in ("p1", "p2", "p3"):
+        host = json.loads(json.dumps(facts))
+        if name == "p3":
+            host["sysctl"].update(tcp_tw_reuse=1, tcp_timestamps=0)
+        hosts.append(audit.context(name, host, groups=["proxies"]))
+    found = audit.evaluate(hosts)["p3"]
+    assert only(found, "PP005")[0]["fixes"][0]["settings"] == {
+        "net.ipv4.tcp_timestamps": "1"}
+    (drift,) = only(found, "PP015")
+    assert "tcp_timestamps" in drift["message"] and "tcp_tw_reuse" not in drift["message"]
+
+
 def test_empty_and_absent_values_are_named():
     assert audit.show("") == "(empty)" and audit.show(None) == "(absent)"
     assert audit.show("32768 60999") == "32768 60999"

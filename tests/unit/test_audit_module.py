@@ -220,3 +220,15 @@ def test_one_malformed_host_fails_alone(tmp_path):
     assert "destinations.top[0].utilisation" in errors["huge"]
     assert "sysctl.ip_local_port_range: expected [low, high]" in errors["wrong"]
     assert errors["good"] is None
+
+
+def test_facts_size_and_text_are_bounded():
+    from ansible.module_utils import portpool_audit as audit
+    wide = load("facts_clean.json")
+    wide["destinations"]["top"] = [{"address": "198.18.0.1", "port": 80}] * 100001
+    with pytest.raises(audit.FactsError, match="more than 200000 values"):
+        audit.check_facts(wide)
+    long_text = load("facts_clean.json")
+    long_text["persisted"]["files"] = ["/etc/" + "x" * 5000]
+    with pytest.raises(audit.FactsError, match="longer than 4096"):
+        audit.check_facts(long_text)

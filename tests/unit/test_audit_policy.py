@@ -79,3 +79,13 @@ def test_documentation_matches_the_spec():
     assert set(doc["options"]) == set(policy_argument_spec())
     yaml.safe_load(portpool_audit_policy.EXAMPLES)
     assert set(yaml.safe_load(portpool_audit_policy.RETURN)) == {"hosts", "problems"}
+
+
+def test_the_same_problem_on_many_hosts_is_listed_once(options, defaults):
+    from ansible.module_utils.portpool_audit_policy import grouped_problems, problems_by_host
+    bad = dict(defaults, portpool_audit_drift_min_hosts=1)
+    policies = {"p1": bad, "p2": dict(bad), "p3": dict(bad), "ok": defaults,
+                "odd": dict(defaults, portpool_audit_destinations_top=0)}
+    lines = grouped_problems(problems_by_host(policies, options))
+    assert lines == ["hosts p1, p2, p3: portpool_audit_drift_min_hosts must be >= 2",
+                     "host odd: portpool_audit_destinations_top must be >= 1"]

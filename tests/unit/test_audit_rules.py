@@ -1,4 +1,6 @@
-"""The audit rules (module_utils/portpool_audit.py), each firing and not firing.
+"""The audit rules (module_utils/portpool_audit_rules.py, run by portpool_audit.py).
+
+Each rule is checked firing and not firing.
 
 Fixture facts: tests/unit/fixtures/audit/facts_clean.json (a host with kernel
 defaults: no rule fires), facts_messy.json (most rules fire) and probe_clean.json.

@@ -153,3 +153,19 @@ def test_prometheus_exports_top_n_destinations_and_zero_without_one(tmp_path):
     assert idle[("portpool_destination_utilisation_max_ratio", host)] == 0
     assert idle[("portpool_new_connections_current_per_second", host)] == 0
     assert idle[("portpool_new_connections_sustainable_per_second", host)] == 470.5
+
+
+def test_the_report_reads_the_summary_never_the_raw_facts(tmp_path):
+    write_result(tmp_path, "new")
+    data = json.loads((tmp_path / "new.json").read_text())
+    data["facts"] = {"ephemeral": {"usable": 7}, "sockets": {"time_wait": 7}}
+    (tmp_path / "new.json").write_text(json.dumps(data))
+    old = dict(data, host="old", summary=None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    warnings = []
+    records, _ = load_results([str(tmp_path)], 20, warnings)
+    assert records["new"]["pool"]["usable"] == 28232 and records["new"]["time_wait"] == 0
+    assert records["old"]["pool"]["usable"] is None and records["old"]["rate"] is None
+    assert [w for w in warnings if "no summary block" in w] == [
+        "1 host result(s) have no summary block (written by an older audit), so their "
+        "pool and rates are not shown: old"]

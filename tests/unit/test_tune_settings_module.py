@@ -512,11 +512,19 @@ def test_a_second_run_waits_for_the_lock_and_then_goes_on(tree):
     state_dir(tree).mkdir(parents=True, mode=0o700)
     holder = os.open(state_dir(tree), os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(holder, fcntl.LOCK_EX)
-    release = threading.Timer(0.3, os.close, args=(holder,))
-    release.start()
+    released = threading.Event()
+
+    def release():
+        released.set()
+        os.close(holder)
+
+    timer = threading.Timer(0.3, release)
+    timer.start()
     try:
         result = mod.run_apply(params(settings={"tcp_tw_reuse": 1}),
                                paths_for(tree, lock_timeout=10))
+        # It changed the host only once the other run had let go.
+        assert released.is_set()
     finally:
-        release.join(timeout=5)
+        timer.join(timeout=5)
     assert result["changed"] and runtime(tree, REUSE) == "1\n"
