@@ -815,18 +815,22 @@ class Fleet:
         argv = self._churn_argv(name, destination, port,
                                 max(1, int(float(rate) * float(seconds))), rate=rate,
                                 seconds=seconds)
+        # Its own process group: nsenter forks into the host's PID namespace, and the
+        # group reaches both nsenter and the churn it started.
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, start_new_session=True)
 
     @staticmethod
     def stop_churn(process):
-        """Stop a start_churn() process (by its own pid) and return its summary, if any."""
+        """Stop a start_churn() process (by its own process group) and return its summary."""
         if process.poll() is None:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         try:
             out, _ = process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             out, _ = process.communicate(timeout=10)
         lines = (out or "").strip().splitlines()
         return json.loads(lines[-1]) if lines else None
