@@ -18,6 +18,7 @@ fix is offered.
 
 from __future__ import annotations
 
+import copy
 import os
 
 from ansible.module_utils.portpool_audit_facts import SHORT, as_text, dotted_name, show
@@ -66,6 +67,9 @@ def render(fix):
     for path, keys in by_file.items():
         parts.append("delete the %s line%s from %s" % (
             ", ".join(keys), "s" if len(keys) > 1 else "", path))
+    if fix.get("container"):
+        parts.append("in the container's own configuration: %s" % " / ".join(
+            "`%s`" % line.strip() for line in fix["container"]))
     if fix["shell"]:
         parts.append("apply it now with %s" % ", ".join("`%s`" % line for line in fix["shell"]))
     text = "; ".join(parts)
@@ -170,6 +174,8 @@ def apply_fix(facts, fix):
 
     Raises ValueError when a value in the fix is not one the kernel accepts.
     """
+    if fix.get("namespace"):
+        return _apply_in_namespace(facts, fix)
     # Copy only what a fix changes (the rest is shared, never written): a deep copy
     # per fix was most of the audit's time.
     facts = dict(facts)
@@ -194,6 +200,29 @@ def apply_fix(facts, fix):
             drift[key] = {"runtime": now, "persisted": entry["value"], "file": entry["file"]}
     persisted["drift"] = drift
     _recount(facts)
+    return facts
+
+
+def _apply_in_namespace(facts, fix):
+    """`facts` with a namespace fix's values set inside that namespace only.
+
+    Only that namespace's entry is copied; the host's facts are shared, untouched.
+    """
+    inode = fix["namespace"]["inode"]
+    facts = dict(facts)
+    fact = dict(facts.get("namespaces") or {})
+    items = []
+    for item in fact.get("items") or []:
+        if item.get("inode") == inode and item.get("sysctl") is not None:
+            changed = copy.deepcopy(item)
+            for key, text in fix["settings"].items():
+                changed["sysctl"][SHORT.get(key, key)] = _typed(key, text)
+            _recount(changed)
+            items.append(changed)
+        else:
+            items.append(item)
+    fact["items"] = items
+    facts["namespaces"] = fact
     return facts
 
 

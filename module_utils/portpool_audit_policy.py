@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import yaml  # the controller's PyYAML: this runs in an action, never on a target
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.portpool_audit_facts import dotted_name
 from ansible.module_utils.portpool_audit_rules import RULE_IDS, SEVERITIES
+from ansible.module_utils.portpool_sysctl import KNOWN_KEYS
 
 # Reserved ports are host-specific (each host reserves its own listeners), so they
 # are not drift by default.
@@ -38,6 +40,9 @@ DEFAULT_POLICY = {
     "desired": {},
     "drift_keys": list(DEFAULT_DRIFT_KEYS),
     "drift_min_hosts": 3,
+    # Keys a container's namespace should match the host (or the policy) on: a new
+    # namespace starts from the kernel's defaults, not the host's tuned values.
+    "namespace_keys": ["ip_local_port_range", "tcp_tw_reuse"],
     "severity": {},
     "waivers": [],
     "fail_on": "high",
@@ -67,6 +72,7 @@ POLICY_VARS = {
     "portpool_audit_desired": ("desired", dict),
     "portpool_audit_drift_keys": ("drift_keys", list),
     "portpool_audit_drift_min_hosts": ("drift_min_hosts", int),
+    "portpool_audit_namespace_keys": ("namespace_keys", list),
     "portpool_audit_severity": ("severity", dict),
     "portpool_audit_waivers": ("waivers", list),
     "portpool_preflight_fail_on": ("fail_on", str),
@@ -80,6 +86,7 @@ OPTION_BOUNDS = {
     "portpool_audit_probe_sample_ports": (int, lambda value: value >= 2, ">= 2"),
     "portpool_audit_probe_churn_seconds": (float, lambda value: value >= 0, ">= 0"),
     "portpool_audit_destinations_top": (int, lambda value: value >= 1, ">= 1"),
+    "portpool_audit_namespace_max": (int, lambda value: value >= 0, ">= 0"),
 }
 
 
@@ -156,6 +163,11 @@ def _read_policy(variables, host):
         if not isinstance(item, dict) or item.get("rule") not in (*RULE_IDS, "*"):
             problems.append("portpool_audit_waivers of %s: %r needs a rule id "
                             "(PP001...) or *" % (host, item))
+    unknown = [key for key in merged["namespace_keys"] or []
+               if dotted_name(key) not in KNOWN_KEYS or not dotted_name(key).startswith("net.")]
+    if unknown:
+        problems.append("portpool_audit_namespace_keys of %s: %s not a per-namespace "
+                        "(net.*) key portpool reads" % (host, ", ".join(map(str, unknown))))
     for rule_id, severity in (merged["severity"] or {}).items():
         if rule_id not in RULE_IDS or severity not in SEVERITIES:
             problems.append("portpool_audit_severity of %s: %s: %s is not a rule id and "

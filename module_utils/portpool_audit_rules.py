@@ -26,6 +26,11 @@ from ansible.module_utils.portpool_audit_facts import (
     proc_path,
     show,
 )
+from ansible.module_utils.portpool_audit_namespaces import (
+    check_namespace_listeners,
+    check_namespace_pressure,
+    check_namespace_settings,
+)
 from ansible.module_utils.portpool_sysctl import (
     format_reserved_ports,
     parse_port_range,
@@ -688,6 +693,18 @@ RULES = (
     Rule("PP019", "medium", "Probe failed",
          "The probe could not run on the host (often: no root for its lab mode); the "
          "host's settings were judged without the measurement.", check_probe_failed),
+    Rule("PP020", "medium", "Namespace short of the host's settings",
+         "A container's, pod's or named network namespace has a narrower "
+         "ip_local_port_range, or another tcp_tw_reuse (or a policy-named key), than "
+         "the host's tuned values or the policy's desired ones; a new namespace starts "
+         "from the kernel's defaults, not from the host's.", check_namespace_settings),
+    Rule("PP021", "medium", "Destination near its pool inside a namespace",
+         "One destination uses more than the warn share (medium) or the high share "
+         "(high) of a network namespace's own per-destination pool.",
+         check_namespace_pressure),
+    Rule("PP022", "high", "Listening port inside a namespace's range",
+         "A service in a network namespace listens on a port inside that namespace's "
+         "ip_local_port_range that it does not reserve.", check_namespace_listeners),
 )
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}

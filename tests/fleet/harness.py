@@ -412,6 +412,11 @@ def _host_boot_script(host_dir, spec):
     for source, target in mounts:
         lines.append("mount --bind %s %s" % (host_dir / source, target))
     lines.append("mount -t tmpfs -o mode=0755 tmpfs /run/sshd")
+    # Named network namespaces are the host's own, like its processes: fresh folders
+    # where ip netns and docker keep them.
+    for folder in ("/run/netns", "/run/docker/netns"):
+        lines.append("if [ -d %s ]; then mount -t tmpfs -o mode=0755 tmpfs %s; fi"
+                     % (folder, folder))
     lines.append("hostname %s" % spec.name)
     if spec.listeners:
         lines.append("%s %s %s &" % (TARGET_PYTHON, REPO / "tests" / "fleet" / "listener.py",
@@ -620,8 +625,11 @@ class Fleet:
         boot.write_text(_host_boot_script(host_dir, spec))
         log = open(host_dir / "sshd.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
-            [*inside, "unshare", "--mount", "--uts", "--propagation", "private",
-             "/bin/sh", str(boot)],
+            # Own PID namespace and /proc too: a host sees only its own processes, as
+            # a machine does, so namespace discovery finds its containers, not the
+            # other hosts. --kill-child: the host ends with this process.
+            [*inside, "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
+             "--mount-proc", "--propagation", "private", "/bin/sh", str(boot)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
@@ -707,16 +715,48 @@ class Fleet:
                               capture_output=True, text=True, timeout=timeout)
 
     def run(self, name, argv, check=True, input=None, timeout=60):
-        """Run argv as root inside host `name`'s network, mount and UTS namespaces."""
-        host = self.hosts[name]
+        """Run argv as root inside host `name` (its network, mount, UTS and PID namespaces)."""
         result = subprocess.run(
-            ["nsenter", "-t", str(host.pid), "-n", "-m", "-u", "--", *argv],
+            [*self.enter(name), *argv],
             input=input, capture_output=True, text=True, timeout=timeout,
             env=dict(os.environ, LANG="C", LC_ALL="C"))
         if check and result.returncode != 0:
             raise FleetError("on %s, %s failed (%d): %s" % (
                 name, " ".join(argv), result.returncode, result.stderr.strip()))
         return result
+
+    def enter(self, name):
+        """The nsenter prefix that runs a command inside host `name` (all its namespaces)."""
+        host = self.hosts[name]
+        try:
+            with open("/proc/%d/task/%d/children" % (host.pid, host.pid),
+                      encoding="ascii") as handle:
+                init = int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            raise FleetError("host %s is not running" % name) from None
+        return ["nsenter", "-t", str(init), "-n", "-m", "-u", "-p", "--"]
+
+    # ---- containers ------------------------------------------------------------
+    def named_netns(self, name, netns, sysctls=None):
+        """A named network namespace inside host `name` (`ip netns add`), with net.* values."""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,15}", netns):
+            raise FleetError("bad namespace name %r" % netns)
+        self.run(name, ["ip", "netns", "add", netns])
+        for key, value in (sysctls or {}).items():
+            if not key.startswith("net.") or "/" in key or ".." in key:
+                raise FleetError("only net.* sysctls are per namespace, not %r" % key)
+            self.run(name, ["ip", "netns", "exec", netns, "tee",
+                            "/proc/sys/" + key.replace(".", "/")], input="%s\n" % value)
+
+    def container(self, name, argv):
+        """Start argv in a new network namespace inside host `name`, held by that process.
+
+        Like a container: its own namespace, known to the host only through the
+        process. Returns the Popen (stdin and stdout piped); the namespace goes when
+        the process ends, and at the latest with the host.
+        """
+        return subprocess.Popen([*self.enter(name), "unshare", "--net", "--", *argv],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def sysctl(self, name, key):
         """The runtime value of a sysctl inside host `name`, whitespace-normalised."""
@@ -748,8 +788,7 @@ class Fleet:
                              % (MAX_CHURN, MAX_CHURN_SECONDS, count, seconds))
         if not 1 <= int(port) <= 65535:
             raise FleetError("churn: bad port %r" % port)
-        host = self.hosts[name]
-        return ["nsenter", "-t", str(host.pid), "-n", "-m", "-u", "--", TARGET_PYTHON,
+        return [*self.enter(name), TARGET_PYTHON,
                 str(REPO / "tests" / "fleet" / "churn.py"), self.address_of(destination),
                 str(int(port)), str(int(count)), str(float(rate)), str(float(seconds))]
 
@@ -776,18 +815,22 @@ class Fleet:
         argv = self._churn_argv(name, destination, port,
                                 max(1, int(float(rate) * float(seconds))), rate=rate,
                                 seconds=seconds)
+        # Its own process group: nsenter forks into the host's PID namespace, and the
+        # group reaches both nsenter and the churn it started.
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, start_new_session=True)
 
     @staticmethod
     def stop_churn(process):
-        """Stop a start_churn() process (by its own pid) and return its summary, if any."""
+        """Stop a start_churn() process (by its own process group) and return its summary."""
         if process.poll() is None:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         try:
             out, _ = process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             out, _ = process.communicate(timeout=10)
         lines = (out or "").strip().splitlines()
         return json.loads(lines[-1]) if lines else None

@@ -27,9 +27,12 @@ pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parent.parent.parent
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d",
                "/usr/lib/sysctl.d", "/lib/sysctl.d")
-# Hides the machine's sysctl files inside the namespace only (private propagation).
+# Hides the machine's sysctl files inside the namespace only (private propagation),
+# and gives it its own netns folder: with its own PID namespace and /proc too, the
+# host sees only its own processes and namespaces, as a machine does.
 HOLDER = """
 set -e
+if [ -d /run/netns ]; then mount -t tmpfs -o mode=0755 tmpfs /run/netns; fi
 for dir in %s; do
   if [ -d "$dir" ] && [ ! -L "$dir" ]; then mount -t tmpfs -o mode=0755 tmpfs "$dir"; fi
 done
@@ -41,14 +44,17 @@ exec sleep 300
 
 @contextlib.contextmanager
 def namespace():
-    """A process holding fresh network and mount namespaces; yield its pid; always stop it."""
+    """A process holding fresh network, mount and PID namespaces; yield the pid of its
+    init (as this machine sees it); always stop it."""
     proc = subprocess.Popen(
-        ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", HOLDER],
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "--propagation", "private", "--", "sh", "-c", HOLDER],
         stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.strip() == "ready", "namespace did not start: %r" % line
-        yield proc.pid
+        with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid), encoding="ascii") as f:
+            yield int(f.read().split()[0])
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -59,7 +65,7 @@ def inside(pid, argv, stdin=None):
     env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8",
                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "--wd=%s" % REPO, "--",
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "-p", "--wd=%s" % REPO, "--",
                            *argv],
                           input=stdin, capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=120, check=False)
