@@ -230,7 +230,12 @@ def _teardown_record(record):
         _kill_ssh_clients(slot_subnet(record["slot"]))
     if record.get("bridge"):
         _run(["ip", "link", "del", record["bridge"]], check=False)
-    shutil.rmtree(slot_dir, ignore_errors=True)
+    # A process killed a moment ago may still be closing files in it: retry briefly.
+    for _ in range(20):
+        shutil.rmtree(slot_dir, ignore_errors=True)
+        if not slot_dir.exists():
+            break
+        time.sleep(0.05)
 
 
 def _write_record(slot_dir, record):
