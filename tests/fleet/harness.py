@@ -10,8 +10,12 @@ Only net.* sysctls are per network namespace: writing fs.*, vm.* or kernel.*
 in a host would change the whole machine, so HostSpec refuses them.
 
 Every fleet lives in a slot (/run/portpool-fleet/slot-N) that records what it
-made. Teardown undoes all of it, and the next Fleet.create() also tears down the
-slots of fleets whose owner process has died (an interrupted test run).
+made and who owns it. Teardown undoes all of it, and the next Fleet.create() also
+tears down the slots of test fleets whose owner process has died (an interrupted
+test run). A fleet made by hand (`python -m tests.fleet up`) belongs to the shell
+that made it; only `down` removes it, by name, or once that shell has gone.
+Processes are matched by exact path component or by their connection to the
+slot's own subnet, never by a substring.
 """
 
 from __future__ import annotations
@@ -226,14 +230,34 @@ def _teardown_record(record):
         _kill_ssh_clients(slot_subnet(record["slot"]))
     if record.get("bridge"):
         _run(["ip", "link", "del", record["bridge"]], check=False)
-    shutil.rmtree(slot_dir, ignore_errors=True)
+    # A process killed a moment ago may still be closing files in it: retry briefly.
+    for _ in range(20):
+        shutil.rmtree(slot_dir, ignore_errors=True)
+        if not slot_dir.exists():
+            break
+        time.sleep(0.05)
+
+
+def _write_record(slot_dir, record):
+    """Replace fleet.json in one step: a reader never sees half a record."""
+    partial = slot_dir / ("fleet.json.%d" % os.getpid())
+    partial.write_text(json.dumps(record))
+    os.replace(partial, slot_dir / "fleet.json")
 
 
 def _read_record(slot_dir):
-    try:
-        return json.loads((slot_dir / "fleet.json").read_text())
-    except (OSError, ValueError):
-        return None
+    """The slot's record, or None when it stays unreadable (a slot half made).
+
+    Fleets made by older harness code write the file in place, so a read can land
+    mid-write: read again before calling a live fleet's record unreadable.
+    """
+    for attempt in range(3):
+        try:
+            return json.loads((slot_dir / "fleet.json").read_text())
+        except (OSError, ValueError):
+            if attempt < 2:
+                time.sleep(0.2)
+    return None
 
 
 def _is_stale(record):
@@ -261,8 +285,9 @@ def _orphans(live_slots):
     return stale_ns, bridges
 
 
-def cleanup_stale(include_persistent=False):
-    """Tear down fleets whose owner died, and anything of ours no slot claims.
+def cleanup_stale():
+    """Tear down test fleets whose owner died (never one made by hand), and anything
+    of ours no slot claims.
 
     Returns the slot numbers it removed.
     """
@@ -273,7 +298,7 @@ def cleanup_stale(include_persistent=False):
         for slot_dir in sorted(FLEET_RUN.glob("slot-*")):
             slot = int(slot_dir.name.split("-")[1])
             record = _read_record(slot_dir)
-            if _is_stale(record) or (include_persistent and record.get("persistent")):
+            if _is_stale(record):
                 _teardown_record(record or {"dir": str(slot_dir)})
                 removed.append(slot)
             else:
@@ -528,7 +553,7 @@ class Fleet:
                     "bridge": "ppfbr%d" % slot,
                     "hosts": [],
                 }
-                (slot_dir / "fleet.json").write_text(json.dumps(record))
+                _write_record(slot_dir, record)
                 return slot, slot_dir, record
         raise FleetError("all %d fleet slots are in use" % MAX_SLOTS)
 
@@ -551,7 +576,7 @@ class Fleet:
         return self._record["owner_pid"]
 
     def _save_record(self):
-        (self.dir / "fleet.json").write_text(json.dumps(self._record))
+        _write_record(self.dir, self._record)
 
     def _subnet(self):
         return slot_subnet(self.slot)

@@ -54,8 +54,11 @@ def test_fleet_section_uses_venv_tools_and_no_fixed_slot():
 def test_fleet_block_runs_as_written_and_downs_only_its_fleet(make_fleet):
     other = make_fleet([HostSpec("bystander")])
     block = sh_blocks(section("### The SSH test fleet"))[0]
-    script = "set -eu\n" + re.sub(r"(^|\$\()sudo ", r"\1", block, flags=re.M)
-    script += 'echo "INVENTORY=$INV"\n'
+    lines = re.sub(r"(^|\$\()sudo ", r"\1", block, flags=re.M).splitlines()
+    # Say which fleet `up` made at once, so the test can remove it if a later line fails.
+    at = next(index for index, line in enumerate(lines) if "INV=$(" in line)
+    lines.insert(at + 1, 'echo "INVENTORY=$INV"')
+    script = "set -eu\n" + "\n".join(lines) + "\n"
     result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
                             timeout=240)
     output = result.stdout + result.stderr
