@@ -25,6 +25,7 @@ docs/report.md) and the findings: never the raw facts or probe.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import os
@@ -36,7 +37,12 @@ from ansible.module_utils.portpool_files import (  # noqa: F401 - re-exported fo
     safe_file_name,
 )
 from ansible.module_utils.portpool_files import unique_file_names as unique_names
-from ansible.module_utils.portpool_report_host import fix_first, measurement
+from ansible.module_utils.portpool_report_host import (
+    fix_first,
+    measurement,
+    namespace_note,
+    namespace_rows,
+)
 from ansible.module_utils.portpool_result_summary import MAX_COUNT, MAX_UTILISATION, read_summary
 
 RESULT_SCHEMA = 1
@@ -377,6 +383,7 @@ def summarise_result(data, source, top_destinations=20, warnings=None):
         "destination_count": summary["destination_count"],
         "rate": summary["rate"],
         "probe": summary["probe"],
+        "namespaces": summary["namespaces"],
         "candidates": candidates,
         "worst_destination": _destination(candidates[0][1]) if candidates else None,
         "findings": findings,
@@ -585,7 +592,16 @@ def top_destinations(hosts, limit):
         for record in hosts
         for index, (utilisation, entry) in enumerate(record["candidates"])
     )
-    best = heapq.nlargest(limit, candidates, key=lambda item: (item[0], item[1], -item[2]))
+    # Containers' namespaces have pools of their own: their destinations compete too,
+    # shown as "host [namespace]".
+    inside = (
+        (entry["utilisation"], "%s [%s]" % (record["host"], row["name"]), index, entry)
+        for record in hosts
+        for row in record.get("namespace_rows") or ()
+        for index, entry in enumerate(row["top"])
+    )
+    best = heapq.nlargest(limit, itertools.chain(candidates, inside),
+                          key=lambda item: (item[0], item[1], -item[2]))
     return [dict(_destination(entry), host=host) for _util, host, _index, entry in best]
 
 
@@ -797,8 +813,11 @@ def build_model(records, known_rules, options):
         record["junit_counts"] = counts
         for key, value in counts.items():
             totals["junit"][key] += value
-    fleet_top = top_destinations(hosts, options["top_destinations"])
     shown = max(options.get("host_destinations", 5), 0)
+    for record in hosts:
+        record["namespace_rows"] = namespace_rows(record["namespaces"], shown, _destination)
+        record["namespace_note"] = namespace_note(record["namespaces"])
+    fleet_top = top_destinations(hosts, options["top_destinations"])
     for record in hosts:
         record["measure"] = measurement(record)
         top = {}
@@ -859,6 +878,7 @@ def fleet_document(model):
             "time_wait": record["time_wait"],
             "rate": record["rate"], "probe": record["probe"],
             "destination_count": record["destination_count"],
+            "namespaces": record["namespaces"],
             "worst_destination": record["worst_destination"],
             "worst_severity": record["worst"],
             "findings_by_severity": record["counts"], "waived": record["waived"],

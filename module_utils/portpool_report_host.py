@@ -91,6 +91,40 @@ def measurement(record):
     return [{"label": label, "text": text} for label, text in pairs if text]
 
 
+def namespace_rows(namespaces, destinations=5, normalise=dict):
+    """One row per network namespace of a host, for the host view and Prometheus.
+
+    `normalise` types a raw destination entry (the report's own normaliser).
+    """
+    rows = []
+    for item in (namespaces or {}).get("items") or []:
+        top = [normalise(entry) for entry in item["destinations"][:destinations]]
+        current, sustainable = rate_texts(item["rate"], item["pool"]["usable"])
+        rows.append({
+            "id": item["id"], "name": item["name"] or item["id"], "kind": item["kind"],
+            "netns": item["netns"], "container": item["container"], "pod": item["pod"],
+            "error": item["error"],
+            "range": "%d-%d" % tuple(item["range"]) if item["range"] else None,
+            "tcp_tw_reuse": item["tcp_tw_reuse"], "usable": item["pool"]["usable"],
+            "time_wait": item["time_wait"], "top": top,
+            "worst": top[0] if top else None,
+            "current": current, "sustainable": sustainable,
+            "current_per_s": (item["rate"] or {}).get("current_per_s"),
+            "sustainable_per_s": (item["rate"] or {}).get("sustainable_per_s"),
+        })
+    return rows
+
+
+def namespace_note(namespaces):
+    """'2 found, 2 read' plus why any were not read, or None when none were found."""
+    if not namespaces or not namespaces["found"]:
+        return None
+    note = "%s found, %s read" % (_count(namespaces["found"]), _count(namespaces["inspected"]))
+    if namespaces["reasons"]:
+        note += " (%s)" % "; ".join(namespaces["reasons"])
+    return note
+
+
 def _worst_unwaived(rule):
     for severity in reversed(SEVERITY_ORDER):
         if rule["counts"].get(severity):

@@ -32,6 +32,9 @@ MAX_UTILISATION = 100.0
 MAX_COUNT = 2 ** 53
 POOL_KEYS = ("low", "high", "size", "reserved_in_range", "usable")
 DESTINATION_KEYS = ("time_wait", "established", "total")
+# Namespaces a host's summary carries, and destinations per namespace.
+SUMMARY_NAMESPACES = 64
+NAMESPACE_DESTINATIONS = 5
 PROBE_FLAGS = ("matches_expected", "per_destination", "bind_zero_blocked",
                "bind_address_no_port_ok", "low_end_may_be_skipped")
 
@@ -168,6 +171,59 @@ def probe_summary(probe):
     return summary
 
 
+def _text(value):
+    return value if isinstance(value, str) and value else None
+
+
+def _labels(item):
+    """The names a namespace is known by: netns, container, pod (None where unknown)."""
+    container = _dict(item.get("container"))
+    pod = _dict(item.get("pod"))
+    return {
+        "netns": _text(item.get("netns")),
+        "container": _text(container.get("name")) or _text(container.get("id")),
+        "pod": ("%s/%s" % (pod.get("namespace") or "?", pod.get("name") or pod.get("uid"))
+                if pod else None),
+    }
+
+
+def namespace_summary(item):
+    """One namespace's measurement, shaped like a host's (pool, TIME_WAIT, rates)."""
+    item = _dict(item)
+    sysctl = _dict(item.get("sysctl"))
+    top = busiest_destinations(item, NAMESPACE_DESTINATIONS)
+    return dict(
+        _labels(item),
+        id=_text(item.get("id")),
+        name=_text(item.get("name")),
+        kind=_text(item.get("kind")),
+        error=_text(item.get("error")),
+        range=_range(sysctl.get("ip_local_port_range")),
+        tcp_tw_reuse=_int(sysctl.get("tcp_tw_reuse")),
+        pool={key: _int(_dict(item.get("ephemeral")).get(key)) for key in POOL_KEYS},
+        time_wait=_int(_dict(item.get("sockets")).get("time_wait")),
+        destination_count=_int(_dict(item.get("destinations")).get("count")),
+        destinations=top,
+        rate=rates(item, top[0] if top else None) if item.get("sysctl") else None,
+    )
+
+
+def namespaces_summary(facts):
+    """The host's other network namespaces (containers, pods), or None when not looked for."""
+    fact = facts.get("namespaces")
+    if not isinstance(fact, dict):
+        return None
+    items = fact.get("items") if isinstance(fact.get("items"), list) else []
+    skipped = _dict(fact.get("skipped"))
+    return {
+        "found": _int(fact.get("found")),
+        "inspected": _int(fact.get("inspected")),
+        "skipped": sum(_int(value) or 0 for value in skipped.values()),
+        "reasons": [reason for reason in fact.get("reasons") or [] if isinstance(reason, str)],
+        "items": [namespace_summary(item) for item in items[:SUMMARY_NAMESPACES]],
+    }
+
+
 def host_summary(facts, probe, limit=SUMMARY_DESTINATIONS):
     """The result's `summary` block for one host's facts and probe (either may be None)."""
     facts = _dict(facts)
@@ -183,6 +239,7 @@ def host_summary(facts, probe, limit=SUMMARY_DESTINATIONS):
         "destinations": top,
         "rate": rates(facts, busiest) if facts else None,
         "probe": probe_summary(probe),
+        "namespaces": namespaces_summary(facts),
     }
 
 
@@ -222,17 +279,54 @@ def read_summary(block):
         "time_wait": _int(block.get("time_wait")),
         "destination_count": _int(block.get("destination_count")),
         "destinations": block.get("destinations"),
-        "rate": {
-            "destination": (rate.get("destination")
-                            if isinstance(rate.get("destination"), str) else None),
-            "reuse": _flag(rate.get("reuse")),
-            "reuse_delay_ms": _int(rate.get("reuse_delay_ms")),
-            "reuse_delay_source": (rate.get("reuse_delay_source")
-                                   if rate.get("reuse_delay_source") in ("sysctl", "default")
-                                   else None),
-            "window_seconds": _number(rate.get("window_seconds")),
-            "sustainable_per_s": _number(rate.get("sustainable_per_s")),
-            "current_per_s": _number(rate.get("current_per_s")),
-        } if rate else None,
+        "rate": read_rate(rate),
         "probe": read_probe,
+        "namespaces": read_namespaces(block.get("namespaces")),
+    }
+
+
+def read_rate(rate):
+    """A stored `rate` block retyped, or None."""
+    if not isinstance(rate, dict) or not rate:
+        return None
+    return {
+        "destination": (rate.get("destination")
+                        if isinstance(rate.get("destination"), str) else None),
+        "reuse": _flag(rate.get("reuse")),
+        "reuse_delay_ms": _int(rate.get("reuse_delay_ms")),
+        "reuse_delay_source": (rate.get("reuse_delay_source")
+                               if rate.get("reuse_delay_source") in ("sysctl", "default")
+                               else None),
+        "window_seconds": _number(rate.get("window_seconds")),
+        "sustainable_per_s": _number(rate.get("sustainable_per_s")),
+        "current_per_s": _number(rate.get("current_per_s")),
+    }
+
+
+def read_namespaces(block):
+    """A stored `namespaces` block retyped field by field, or None."""
+    if not isinstance(block, dict):
+        return None
+    items = []
+    stored = block.get("items") if isinstance(block.get("items"), list) else []
+    for item in map(_dict, stored[:SUMMARY_NAMESPACES]):
+        read = {key: _text(item.get(key)) for key in
+                ("id", "name", "kind", "error", "netns", "container", "pod")}
+        read.update(
+            range=_range(item.get("range")),
+            tcp_tw_reuse=_int(item.get("tcp_tw_reuse")),
+            pool={key: _int(_dict(item.get("pool")).get(key)) for key in POOL_KEYS},
+            time_wait=_int(item.get("time_wait")),
+            destination_count=_int(item.get("destination_count")),
+            destinations=(item.get("destinations")
+                          if isinstance(item.get("destinations"), list) else []),
+            rate=read_rate(item.get("rate")))
+        items.append(read)
+    reasons = block.get("reasons") if isinstance(block.get("reasons"), list) else []
+    return {
+        "found": _int(block.get("found")),
+        "inspected": _int(block.get("inspected")),
+        "skipped": _int(block.get("skipped")),
+        "reasons": [reason for reason in reasons if isinstance(reason, str)][:10],
+        "items": items,
     }
