@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 
+from ansible.module_utils.portpool_probe_partition import compact_ports, missing_verdict
 from ansible.module_utils.portpool_sysctl import (
     normalise_value,
     parse_int,
@@ -459,9 +460,18 @@ def build_result(plan, raw):
     hold["seconds"] = round(hold["seconds"], 3)
     hold["low_end_may_be_skipped"] = low_end_may_be_skipped(
         measured[0], measured[1], plan["reserved_spans"])
+    missing = hold.pop("missing", None)
+    hold["missing_ports"] = None if missing is None else compact_ports(missing)
     exhausted = hold["stopped_by"] == "EADDRNOTAVAIL"
     shortfall = hold_expected - hold["established"]
-    matches = exhausted and shortfall in ((0, 1) if hold["low_end_may_be_skipped"] else (0,))
+    if missing is not None:
+        # Exact: which ports were left out is known, not guessed.
+        matches = (exhausted and shortfall == len(missing)
+                   and missing_verdict(missing, measured[0], measured[1],
+                                       plan["reserved_spans"]))
+    else:
+        matches = exhausted and shortfall in (
+            (0, 1) if hold["low_end_may_be_skipped"] else (0,))
 
     delay_ms = plan["reuse_delay_ms"]
     tw_reuse = settings["tw_reuse"]
@@ -496,9 +506,20 @@ def build_result(plan, raw):
             where += ", capped at %d connections" % plan["cap"]
     summary = "%s; held %d of %d expected, stopped by %s" % (
         where, hold["established"], hold_expected, hold["stopped_by"])
-    if exhausted and shortfall == 1 and hold["low_end_may_be_skipped"]:
-        summary += ("; port %d was never handed out: with both ends of the same parity"
-                    " connect() can skip the low end" % measured[0])
+    if exhausted and missing:
+        summary += ("; never handed out: %s" % ", ".join(hold["missing_ports"]))
+        if matches:
+            summary += (" (with both ends of the same parity connect()'s own search can"
+                        " leave out one end)")
+    elif exhausted and shortfall == 1 and hold["low_end_may_be_skipped"]:
+        summary += ("; one port was never handed out: with both ends of the same parity"
+                    " connect() can leave out one end")
+    method = raw.get("method")
+    if method:
+        summary += "; method: %s sockets, partition by %s" % (method["sockets"],
+                                                             method["partition"])
+        for note in method.get("notes") or ():
+            summary += "; " + note
     return {
         "mode": plan["mode"],
         "scope": plan["scope"],
@@ -512,6 +533,7 @@ def build_result(plan, raw):
         "bind_address_no_port_ok": raw.get("bind_address_no_port_ok") if exhausted else None,
         "churn": churn,
         "matches_expected": matches,
+        "method": method,
         "listener_port": listener,
         "destinations": plan["destinations"],
         "settings": settings["raw"],

@@ -22,6 +22,7 @@ from ansible.module_utils.portpool_probe_model import (
     host_settings,
     make_plan,
 )
+from ansible.module_utils.portpool_probe_partition import parse_refusals
 from ansible.module_utils.portpool_sysctl import read_sysctl
 
 
@@ -54,7 +55,13 @@ def prepare(params, values, is_root):
         settings = host_settings(values)
     except ValueError as exc:
         return None, "cannot read the host's settings: %s" % exc
-    return make_plan(params, settings, is_root)
+    refusals, error = parse_refusals(os.environ.get("PORTPOOL_PROBE_REFUSE"))
+    if error:
+        return None, error
+    plan, error = make_plan(params, settings, is_root)
+    if plan is not None:
+        plan["refusals"] = sorted(refusals)
+    return plan, error
 
 
 class Outcome:
