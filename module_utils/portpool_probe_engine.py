@@ -59,9 +59,9 @@ from ansible.module_utils.portpool_probe_repair import (
     local_ports,
     set_lab_range,
 )
+from ansible.module_utils.portpool_probe_userns import LabRefused, enter_lab
 from ansible.module_utils.portpool_sysctl import read_sysctl, sysctl_path
 
-CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 IP_BIND_ADDRESS_NO_PORT = 24
 SIOCGIFFLAGS = 0x8913
@@ -91,16 +91,6 @@ _SESSION_FDS = []
 @functools.lru_cache(maxsize=1)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
-
-
-def unshare_net():
-    """Move the calling process into a new, anonymous network namespace."""
-    if hasattr(os, "unshare"):  # Python 3.12+
-        os.unshare(CLONE_NEWNET)
-        return
-    if _libc().unshare(CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def die_with_parent(parent_pid):
@@ -672,14 +662,12 @@ def session(plan):
     workers = []
     listeners = []
     try:
+        lab = None
         if plan["mode"] == "lab":
             try:
-                unshare_net()
-            except OSError as exc:
-                raise ProbeError(
-                    "cannot create the lab network namespace (unshare(CLONE_NEWNET): %s);"
-                    " run the probe as root (become: true) or use mode=host"
-                    % exc.strerror) from exc
+                lab = enter_lab(set(plan.get("refusals") or ()))
+            except LabRefused as exc:
+                raise ProbeError(str(exc)) from exc
             setup_lab_interfaces()
             configure_lab(plan)
             listen_addresses = ["0.0.0.0"]
@@ -691,6 +679,7 @@ def session(plan):
         # Host mode: sockets on our port other than our own listeners.
         before = (count_port_sockets(port) - len(listeners)) if plan["mode"] == "host" else None
         method = choose_method(set(plan.get("refusals") or ()), plan["mode"] == "lab")
+        method["lab"] = lab
         deadline = time.monotonic() + plan["timeout"]
         acceptor, hold, release_final = run_hold(plan, method, (listeners, port),
                                                  (fd_limit, deadline), workers)
