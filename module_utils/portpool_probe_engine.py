@@ -32,6 +32,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import time
 
@@ -74,6 +75,8 @@ LINGER_RESET = struct.pack("ii", 1, 0)
 HOLD_ACCEPT_PAUSE = 0.005
 # Seconds M allows the session beyond `timeout` + churn for set-up and teardown.
 SESSION_GRACE = 30
+# How often M checks that the controller is still there.
+CHANNEL_CHECK_SECONDS = 0.5
 
 
 class ProbeError(Exception):
@@ -745,6 +748,33 @@ def _kill_session(pid):
         os.waitpid(pid, 0)
 
 
+class ChannelWatch:
+    """Notices that whoever ran the module is gone, so the probe ends with it.
+
+    Over SSH a killed controller closes the connection: the module's parent
+    (the remote shell) goes away, so the module is re-parented, and its stdout
+    (a pipe or socket towards the controller) reports an error or hang-up."""
+
+    def __init__(self, out_fd=1):
+        self.parent = os.getppid()
+        self.out_fd = out_fd
+        try:
+            self.watch_out = stat.S_ISFIFO(os.fstat(out_fd).st_mode) or stat.S_ISSOCK(
+                os.fstat(out_fd).st_mode)
+        except OSError:
+            self.watch_out = False
+
+    def lost(self):
+        if os.getppid() != self.parent:
+            return "the process that started it (pid %d) is gone" % self.parent
+        if self.watch_out:
+            poller = select.poll()
+            poller.register(self.out_fd, 0)  # POLLERR and POLLHUP are always reported
+            if poller.poll(0):
+                return "its output channel to the controller is closed"
+        return None
+
+
 def _on_sigterm(signum, frame):
     raise Terminated("terminated by signal %d" % signum)
 
@@ -767,11 +797,15 @@ def run_probe(plan):
             os.setpgid(pid, pid)
         data = b""
         deadline = time.monotonic() + budget
+        watch = ChannelWatch()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProbeError("the probe did not finish within %d s" % budget)
-            ready = _poll([result_r], remaining)
+            ready = _poll([result_r], min(remaining, CHANNEL_CHECK_SECONDS))
+            lost = watch.lost()
+            if lost:
+                raise ProbeError("the probe stopped: %s" % lost)
             if not ready:
                 continue
             chunk = os.read(result_r, 65536)

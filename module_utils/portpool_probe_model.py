@@ -30,6 +30,9 @@ DEFAULT_TIMEOUT = 120
 DEFAULT_CHURN_SECONDS = 1.5
 MAX_CHURN_SECONDS = 300
 MAX_TIMEOUT = 3600
+# mode=host holds the host's own ports: much shorter limits.
+MAX_HOST_TIMEOUT = 300
+MAX_HOST_CHURN_SECONDS = 30
 DEFAULT_HOST_DESTINATION = "127.0.0.5"
 # TCP_TIMEWAIT_LEN: compile-time constant, tcp_fin_timeout does not change it.
 TIME_WAIT_SECONDS = 60
@@ -101,6 +104,14 @@ def check_options(params):
     timeout = params.get("timeout")
     if timeout is None or not _is_number(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT:
         errors.append("timeout must lie in 1..%d seconds, got %r" % (MAX_TIMEOUT, timeout))
+    if mode == "host":
+        # The host's own pool is held: keep that short whatever was asked.
+        if _is_number(timeout) and timeout > MAX_HOST_TIMEOUT:
+            errors.append("timeout must lie in 1..%d seconds in mode=host, got %r"
+                          % (MAX_HOST_TIMEOUT, timeout))
+        if _is_number(churn) and churn > MAX_HOST_CHURN_SECONDS:
+            errors.append("churn_seconds must lie in 0..%d in mode=host, got %r"
+                          % (MAX_HOST_CHURN_SECONDS, churn))
     cap = params.get("max_connections")
     if cap is not None and (not _is_number(cap) or cap < 1):
         errors.append("max_connections must be a positive integer, got %r" % (cap,))
