@@ -293,8 +293,12 @@ def release(sockets):
         sock.close()
 
 
-def churn_loop(destination, seconds, fail_pause=0.002):
-    """Connect and close, client first, for `seconds`; count what happened."""
+def churn_loop(destination, seconds, verdict_after, fail_pause=0.002):
+    """Connect and close, client first, for `seconds`; count what happened.
+
+    Stops early once reuse is decided: a success after the first failure (a
+    TIME_WAIT 4-tuple was taken over), or `verdict_after` seconds of failures
+    (longer than the reuse delay: no reuse)."""
     new_socket = socket.socket
     monotonic = time.monotonic
     start = monotonic()
@@ -313,12 +317,15 @@ def churn_loop(destination, seconds, fail_pause=0.002):
             ok += 1
             if first_at is not None:
                 ok_after += 1
+                break
             continue
         failures += 1
         if code == errno.EADDRNOTAVAIL:
             if first_at is None:
                 before = ok
                 first_at = now - start
+            elif now - start - first_at >= verdict_after:
+                break
         else:
             name = errno.errorcode.get(code, str(code))
             other[name] = other.get(name, 0) + 1
@@ -635,29 +642,42 @@ def exhaustion_checks(plan, port):
     return results
 
 
-def run_churn(destination, port, seconds, listeners, workers_out):
-    """One churn run in a worker while the session keeps accepting."""
+def run_churns(targets, port, limits, listeners, workers_out):
+    """Churn runs to every destination at once, in workers, while the session
+    accepts. `targets` maps a key to a destination; `limits` is (seconds,
+    verdict_after)."""
+    seconds, verdict_after = limits
     session_pid = os.getpid()
     acceptor = Acceptor(listeners, close_delay=0.05)
     overflow_before = netstat_counter("TCPTimeWaitOverflow")
+    listen_fds = [sock.fileno() for sock in listeners]
 
-    def body(report_fd, _control_fd):
-        _write_json(report_fd, churn_loop((destination, port), seconds))
+    def body_for(destination):
+        def body(report_fd, _control_fd):
+            _write_json(report_fd, churn_loop((destination, port), seconds, verdict_after))
+        return body
 
-    worker = _fork_worker(session_pid, body, [sock.fileno() for sock in listeners])
-    workers_out.append(worker)
+    started = {}
+    for key, destination in targets.items():
+        started[key] = _fork_worker(session_pid, body_for(destination), listen_fds)
+        workers_out.append(started[key])
     try:
-        _wait_reports([worker], acceptor, time.monotonic() + seconds + 15)
+        _wait_reports(list(started.values()), acceptor, time.monotonic() + seconds + 15)
     finally:
         acceptor.close_all()
-    result = dict(worker["result"])
     overflow_after = netstat_counter("TCPTimeWaitOverflow")
-    if overflow_before is not None and overflow_after is not None:
-        result["tw_overflow"] = overflow_after - overflow_before
-    result["destination"] = "%s:%d" % (destination, port)
-    _reap([worker], time.monotonic() + 5)
-    workers_out.remove(worker)
-    return result
+    results = {}
+    for key, worker in started.items():
+        result = dict(worker["result"])
+        # Namespace-wide counter: the runs share it.
+        if overflow_before is not None and overflow_after is not None:
+            result["tw_overflow"] = overflow_after - overflow_before
+        result["destination"] = "%s:%d" % (targets[key], port)
+        results[key] = result
+    _reap(list(started.values()), time.monotonic() + 5)
+    for worker in started.values():
+        workers_out.remove(worker)
+    return results
 
 
 def session(plan):
@@ -697,11 +717,14 @@ def session(plan):
         acceptor.drain()
         del workers[:]
         if plan["churn_seconds"] > 0:
-            churn = {}
-            for key, name in (("remote", "churn_remote"), ("loopback", "churn_loopback")):
-                destination = plan["destinations"].get(name)
-                churn[key] = (run_churn(destination, port, plan["churn_seconds"], listeners,
-                                        workers) if destination else None)
+            targets = {key: plan["destinations"][name]
+                       for key, name in (("remote", "churn_remote"),
+                                         ("loopback", "churn_loopback"))
+                       if plan["destinations"].get(name)}
+            churn = {"remote": None, "loopback": None}
+            churn.update(run_churns(targets, port,
+                                    (plan["churn_seconds"], plan["reuse_wait_s"]),
+                                    listeners, workers))
             raw["churn"] = churn
         for sock in listeners:
             sock.close()
@@ -781,7 +804,7 @@ def _on_sigterm(signum, frame):
 
 def run_probe(plan):
     """Run the session child and return its raw measurements (module side)."""
-    budget = plan["timeout"] + 2 * plan["churn_seconds"] + SESSION_GRACE
+    budget = plan["timeout"] + plan["churn_seconds"] + SESSION_GRACE
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     result_r, result_w = os.pipe()
     pid = None

@@ -301,6 +301,18 @@ def reuse_delay_ms(settings):
     return DEFAULT_REUSE_DELAY_MS if delay is None else delay
 
 
+def reuse_wait_seconds(settings):
+    """How long a churn must see failures before it can say reuse is off.
+
+    With the tcp_tw_reuse_delay sysctl (6.14+) the delay is exact, in ms;
+    without it the kernel reuses a TIME_WAIT 4-tuple once its timestamp is
+    older than one second, counted in whole seconds, so up to two."""
+    delay = settings.get("tw_reuse_delay_ms")
+    if delay is None:
+        return 2.0 + 0.1
+    return max(delay, 1) / 1000.0 + 0.1
+
+
 def model_rate(usable, reuse, delay_ms=DEFAULT_REUSE_DELAY_MS):
     """Sustainable new connections per second to one destination, client closing
     first: every connection parks its 4-tuple in TIME_WAIT for 60 s, or only for
@@ -311,7 +323,7 @@ def model_rate(usable, reuse, delay_ms=DEFAULT_REUSE_DELAY_MS):
     return round(usable / hold_seconds, 1)
 
 
-def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, margin=0.1):
+def reuse_verdict(first_failure_at, successes_after_failure, elapsed, wait_s):
     """Did TIME_WAIT reuse take effect during a churn run?
 
     True when a connection succeeded after the first EADDRNOTAVAIL (a TIME_WAIT
@@ -323,7 +335,7 @@ def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, 
         return None
     if successes_after_failure > 0:
         return True
-    if elapsed - first_failure_at >= delay_ms / 1000.0 + margin:
+    if elapsed - first_failure_at >= wait_s:
         return False
     return None
 
@@ -428,11 +440,12 @@ def make_plan(params, settings, is_root):
         "listener_candidates": candidates,
         "settings": settings,
         "reuse_delay_ms": delay_ms,
+        "reuse_wait_s": reuse_wait_seconds(settings),
     }
     return plan, None
 
 
-def churn_summary(raw, usable, reuse, delay_ms):
+def churn_summary(raw, usable, reuse, delay_ms, wait_s):
     """Shape one churn run's raw counters into the reported dict."""
     if raw is None:
         return None
@@ -449,7 +462,7 @@ def churn_summary(raw, usable, reuse, delay_ms):
         "rate_per_s": round(raw["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
         "reuse_expected": reuse,
         "reuse_effective": reuse_verdict(raw["first_failure_at"], raw["ok_after_failure"],
-                                         elapsed, delay_ms),
+                                         elapsed, wait_s),
         "model_rate_per_s": model_rate(usable, reuse, delay_ms),
         "tw_overflow": raw.get("tw_overflow"),
         "other_errors": raw.get("other_errors") or {},
@@ -493,9 +506,10 @@ def build_result(plan, raw):
         remote_reuse = reuse_expected(tw_reuse, timestamps, loopback=False)
         loop_reuse = reuse_expected(tw_reuse, timestamps, loopback=True)
         churn = {
-            "remote": churn_summary(raw["churn"].get("remote"), usable, remote_reuse, delay_ms),
+            "remote": churn_summary(raw["churn"].get("remote"), usable, remote_reuse, delay_ms,
+                                    plan["reuse_wait_s"]),
             "loopback": churn_summary(raw["churn"].get("loopback"), usable, loop_reuse,
-                                      delay_ms),
+                                      delay_ms, plan["reuse_wait_s"]),
             "model_rate_per_s": model_rate(plan["expected"], remote_reuse, delay_ms),
             "model_rate_loopback_per_s": model_rate(plan["expected"], loop_reuse, delay_ms),
             "seconds": plan["churn_seconds"],

@@ -19,6 +19,7 @@ from ansible.module_utils.portpool_probe_model import (
     resolve_sample,
     reuse_expected,
     reuse_verdict,
+    reuse_wait_seconds,
     sysctl_equal,
     worker_quotas,
 )
@@ -198,10 +199,17 @@ def test_model_rate():
 
 
 def test_reuse_verdict():
-    assert reuse_verdict(None, 0, 1.5, 1000) is None        # never exhausted
-    assert reuse_verdict(0.1, 1000, 1.5, 1000) is True
-    assert reuse_verdict(0.1, 0, 1.5, 1000) is False
-    assert reuse_verdict(0.1, 0, 1.15, 1000) is None        # too short to tell
+    assert reuse_verdict(None, 0, 1.5, 1.1) is None         # never exhausted
+    assert reuse_verdict(0.1, 1000, 1.5, 1.1) is True
+    assert reuse_verdict(0.1, 0, 1.5, 1.1) is False
+    assert reuse_verdict(0.1, 0, 1.15, 1.1) is None         # too short to tell
+
+
+def test_reuse_wait_follows_what_the_kernel_shows():
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": 1000}) == 1.1
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": 250}) == 0.35
+    # No sysctl (before 6.14): one second, counted in whole seconds.
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": None}) == 2.1
 
 
 # -- lab sysctls -----------------------------------------------------------
