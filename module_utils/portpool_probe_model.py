@@ -529,8 +529,8 @@ def build_result(plan, raw):
         where = "host: measured %d-%d in the host's own namespace" % (low, high)
         if plan["cap"] is not None:
             where += ", capped at %d connections" % plan["cap"]
-    summary = "%s; held %d of %d expected, stopped by %s" % (
-        where, hold["established"], hold_expected, hold["stopped_by"])
+    summary = "%s; held %d of %d expected in %.2f s, stopped by %s" % (
+        where, hold["established"], hold_expected, hold["seconds"], hold["stopped_by"])
     if exhausted and missing:
         summary += ("; never handed out: %s" % ", ".join(hold["missing_ports"]))
         if matches:
