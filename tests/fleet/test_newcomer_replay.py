@@ -170,7 +170,9 @@ def fix_steps(finding):
         raise NoFixes("%s %s has no structured fixes; recommendation: %s" % (
             finding["host"], finding["id"], finding["recommendation"]))
     steps = []
-    for item in fixes:
+    # Several fixes are alternatives ("Option 1 ... Or: Option 2"): a person takes the
+    # first.
+    for item in fixes[:1]:
         if not isinstance(item, dict) or item.get("namespace"):
             raise UnknownFix("%s %s: fix %r" % (finding["host"], finding["id"], item))
         steps += [("delete", gone["file"], gone["key"]) for gone in item.get("delete") or []]
@@ -218,7 +220,7 @@ def apply_step(fleet, name, step, recommendation):
         raise NotLiteral("%s: %r is not in the recommendation: %s" % (name, text,
                                                                       recommendation))
     if kind == "shell":
-        if not re.fullmatch(r"sysctl -w '?net\.[^\s;&|`$]+", text.strip()):
+        if not re.fullmatch(r"sysctl -w 'net\.[a-z0-9_.]+=[0-9 ,-]*'", text.strip()):
             raise UnknownFix("%s: only `sysctl -w` of a net.* key is run here: %r"
                              % (name, text))
         result = fleet.run(name, ["sh", "-c", text], check=False)
@@ -430,8 +432,12 @@ def _walk(value, path=()):
 
 
 def _host_row(markdown, name):
-    rows = [line for line in markdown.splitlines() if line.startswith("| %s |" % name)]
-    return rows[0] if rows else ""
+    """The host's own section of report.md ("Each host"), where its measurement is."""
+    start = markdown.find('"></a>%s\n' % name)
+    if start < 0:
+        return ""
+    end = markdown.find("\n### ", start)
+    return markdown[start:end if end > 0 else len(markdown)]
 
 
 def expected_rates(run, name):
