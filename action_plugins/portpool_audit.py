@@ -27,7 +27,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(argument_spec=audit_argument_spec())
+        _validation, params = self.validate_argument_spec(argument_spec=audit_argument_spec())
         try:
             result.update(run(params))
         except (OSError, KeyError, TypeError, ValueError) as exc:

@@ -32,7 +32,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(argument_spec=policy_argument_spec())
+        _validation, params = self.validate_argument_spec(argument_spec=policy_argument_spec())
         try:
             with open(params["spec_file"], encoding="utf-8") as handle:
                 options = spec_options(handle.read(), params["entry_point"])

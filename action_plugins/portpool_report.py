@@ -30,7 +30,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(argument_spec=report_argument_spec())
+        _validation, params = self.validate_argument_spec(argument_spec=report_argument_spec())
         try:
             rendered, warnings = render(params, self._task.check_mode)
         except (OSError, ValueError) as exc:

@@ -23,7 +23,7 @@ description:
   - The rules themselves live in C(module_utils/portpool_audit_rules.py); this action only
     feeds them and writes files. The C(portpool_audit) role calls it.
 version_added: "0.1.0"
-author: portpool contributors
+author: portpool contributors (!UNKNOWN)
 options:
   hosts:
     description:
@@ -50,6 +50,8 @@ options:
         project root. When it is a folder named C(playbooks), its parent is used.
     type: path
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: partial
@@ -57,7 +59,10 @@ attributes:
       host, so they are written in check mode too.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
+    description: An action plugin of the same name runs the module's work on the controller.
     support: full
     details: Runs in the controller process (C(action_plugins/portpool_audit.py)); the
       hosts' results are never serialised into a module process.

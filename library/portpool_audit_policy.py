@@ -22,7 +22,7 @@ description:
     the probe's sample size...). The bounds are the same code the rules apply.
   - Fails with every problem of every host, each naming the host and the variable.
 version_added: "0.1.0"
-author: portpool contributors
+author: portpool contributors (!UNKNOWN)
 options:
   policies:
     description:
@@ -38,12 +38,17 @@ options:
     description: Entry point of I(spec_file) whose options the variables must match.
     type: str
     default: main
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
+    description: An action plugin of the same name runs the module's work on the controller.
     support: full
     details: Runs in the controller process (C(action_plugins/portpool_audit_policy.py)).
 seealso:

@@ -31,7 +31,7 @@ description:
     process's descriptors; sockets and sysctls are readable by any user.
 version_added: "0.1.0"
 author:
-  - portpool contributors
+  - portpool contributors (!UNKNOWN)
 options:
   processes:
     description:
@@ -147,12 +147,17 @@ options:
         type: list
         elements: str
         default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
     description: Only reads; check mode returns the same facts.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   facts:
     support: full
 notes:
@@ -416,7 +421,9 @@ from ansible.module_utils.portpool_netns_inspect import (
 )
 from ansible.module_utils.portpool_persisted import find_drift, read_persisted
 from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
-from ansible.module_utils.portpool_snapshot import (  # noqa: F401 (tests use them here)
+
+# Re-exported: tests use them here.
+from ansible.module_utils.portpool_snapshot import (  # noqa: F401  # pylint: disable=unused-import
     FACT_NAMES,
     collect_sockets,
     network_snapshot,

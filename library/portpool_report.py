@@ -39,7 +39,7 @@ description:
     numbers that break the arithmetic becomes a failed host with the reason.
 version_added: "1.0.0"
 author:
-  - portpool contributors
+  - portpool contributors (!UNKNOWN)
 options:
   dest:
     description:
@@ -128,6 +128,8 @@ options:
         warning is given.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

@@ -36,7 +36,7 @@ description:
     reports what would change, changing nothing; O(mode=verify) reads the values back."
   - Values are data, never commands. Nothing is run through a shell.
 version_added: "1.0.0"
-author: portpool contributors
+author: portpool contributors (!UNKNOWN)
 options:
   mode:
     description: What to do.
@@ -135,6 +135,8 @@ options:
         be in place, as returned by O(mode=apply) under RV(after).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -291,7 +293,9 @@ values:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.portpool_tune_apply import (  # noqa: F401 (tests use them here)
+
+# Re-exported: tests use them here.
+from ansible.module_utils.portpool_tune_apply import (  # noqa: F401  # pylint: disable=unused-import
     Paths,
     read_target,
     run_apply,
@@ -312,7 +316,8 @@ def get_argument_spec():
         hosts=dict(type="dict", default={}),
         protect_listeners=dict(type="bool", default=True),
         min_pool_size=dict(type="int", default=1024),
-        optional_keys=dict(type="list", elements="str", default=["tcp_tw_reuse_delay"]),
+        optional_keys=dict(type="list", elements="str", default=["tcp_tw_reuse_delay"],
+                           no_log=False),  # sysctl names, not secrets
         file_name=dict(type="str", default="60-portpool.conf"),
         sysctl_dir=dict(type="path", default="/etc/sysctl.d"),
         state_dir=dict(type="path", default="/var/lib/portpool"),

@@ -21,7 +21,7 @@ description:
   - With O(settings), also warns about the hosts whose merged tune settings are empty.
   - Never fails and changes nothing.
 version_added: "0.1.0"
-author: portpool contributors
+author: portpool contributors (!UNKNOWN)
 options:
   variables:
     description: Inventory name to the names of that host's variables (any; only
@@ -31,12 +31,17 @@ options:
   settings:
     description: Inventory name to that host's merged C(portpool_tune) settings.
     type: dict
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
+    description: An action plugin of the same name runs the module's work on the controller.
     support: full
     details: Runs in the controller process (C(action_plugins/portpool_variables.py)).
 """

@@ -19,7 +19,9 @@ import fnmatch
 import json
 
 from ansible.module_utils.portpool_audit_advice import apply_fix, describe_values, render
-from ansible.module_utils.portpool_audit_facts import (  # noqa: F401 (the audit's API)
+
+# The audit's API: callers import these names from here.
+from ansible.module_utils.portpool_audit_facts import (  # noqa: F401  # pylint: disable=unused-import
     FactsError,
     HostContext,
     as_text,
@@ -27,14 +29,14 @@ from ansible.module_utils.portpool_audit_facts import (  # noqa: F401 (the audit
     dotted_name,
     show,
 )
-from ansible.module_utils.portpool_audit_policy import (  # noqa: F401 (the audit's API)
+from ansible.module_utils.portpool_audit_policy import (  # noqa: F401  # pylint: disable=unused-import
     DEFAULT_POLICY,
     POLICY_VARS,
     merged_policy,
     policy_from_vars,
     policy_problems,
 )
-from ansible.module_utils.portpool_audit_rules import (  # noqa: F401 (the audit's API)
+from ansible.module_utils.portpool_audit_rules import (  # noqa: F401  # pylint: disable=unused-import
     RULE_IDS,
     RULES,
     RULES_BY_ID,

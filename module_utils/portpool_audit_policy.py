@@ -50,7 +50,6 @@ DEFAULT_POLICY = {
 }
 
 
-
 def merged_policy(policy):
     merged = dict(DEFAULT_POLICY)
     for key, value in (policy or {}).items():
@@ -173,7 +172,6 @@ def _read_policy(variables, host):
             problems.append("portpool_audit_severity of %s: %s: %s is not a rule id and "
                             "severity" % (host, rule_id, severity))
     return policy, problems
-
 
 
 def policy_argument_spec():

@@ -91,6 +91,7 @@ def reserve_value(reserved, ports):
     """ip_local_reserved_ports text with `ports` added."""
     return format_reserved_ports(list(reserved) + [[port, port] for port in ports])
 
+
 # --------------------------------------------------------------------------- rules
 
 class Rule:
@@ -251,8 +252,8 @@ def check_listener_in_range(ctx):
     return [_hit(
         "Listening on %s inside ip_local_port_range %s, not in ip_local_reserved_ports "
         "(%s): after a restart an outgoing connection may hold the port and the "
-        "service fails to bind." % (", ".join(shown), range_text,
-                                     ctx.origin("ip_local_reserved_ports")),
+        "service fails to bind."
+        % (", ".join(shown), range_text, ctx.origin("ip_local_reserved_ports")),
         "Reserve the listening port%s." % ("s" if len(ports) > 1 else ""),
         fixes=[persist_fix(ctx, {"ip_local_reserved_ports": value})],
         wants={"net.ipv4.ip_local_reserved_ports": value})]

@@ -62,7 +62,7 @@ def resolve(root, path):
     root, as systemd-sysctl --root would.
     """
     current = path
-    for _ in range(MAX_SYMLINK_HOPS):
+    for _hop in range(MAX_SYMLINK_HOPS):
         real = under_root(root, current)
         if not os.path.islink(real):
             return os.path.normpath(current)
@@ -161,7 +161,7 @@ def parse_sysctl_conf(text):
             else:
                 errors.append((number, line))
             continue
-        key, _, value = body.partition("=")
+        key, _equals, value = body.partition("=")
         key = normalise_key(key)
         if not key:
             errors.append((number, line))

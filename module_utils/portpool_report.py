@@ -32,7 +32,8 @@ import os
 import re
 from datetime import datetime, timezone
 
-from ansible.module_utils.portpool_files import (  # noqa: F401 - re-exported for the audit
+# atomic_write is re-exported for the audit.
+from ansible.module_utils.portpool_files import (  # noqa: F401  # pylint: disable=unused-import
     atomic_write,
     safe_file_name,
 )
@@ -275,7 +276,7 @@ def destination_candidates(entries, limit):
         return []
     keyed = []
     for entry in entries:
-        if type(entry) is dict:
+        if type(entry) is dict:  # pylint: disable=unidiomatic-typecheck
             value = entry.get("utilisation")
             kind = type(value)
             if (kind is float or kind is int) and 0 <= value < float("inf"):

@@ -107,7 +107,7 @@ def _finalize_prometheus(value):
 
 
 def _finalize_xml(value):
-    if type(value) is Markup:
+    if type(value) is Markup:  # pylint: disable=unidiomatic-typecheck
         return value
     if value is None:
         return ""
@@ -120,7 +120,8 @@ def _finalize_html(value):
     if value is None:
         return ""
     # Control and bidi-override characters would reorder or hide text on screen.
-    return display_text(value) if type(value) is str else value
+    # Exactly str: Markup (a str subclass) is already safe and stays as it is.
+    return display_text(value) if type(value) is str else value  # pylint: disable=unidiomatic-typecheck
 
 
 def percent(value, digits=1):

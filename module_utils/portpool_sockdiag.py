@@ -239,8 +239,6 @@ def parse_diag_buffer(buf, length, tally):
     return done
 
 
-
-
 # TIME_WAIT fast path. TIME_WAIT replies all have the same length (88 bytes,
 # or 96 when the kernel adds the INET_DIAG_MARK attribute for a CAP_NET_ADMIN
 # caller), so a run of them is a sequence of fixed-size records. A record is
@@ -350,7 +348,7 @@ def run_dump(sock, family, states, consume, *, seq=1, bytecode=b""):
     try:
         sock.send(build_request(family, states, seq, bytecode))
         buf = bytearray(RECV_BUFFER)
-        for _ in range(MAX_DUMP_RECVS):
+        for _recv in range(MAX_DUMP_RECVS):
             length = sock.recv_into(buf)
             if length == 0:
                 raise NetlinkUnavailable("netlink sock_diag: the dump ended without NLMSG_DONE")
@@ -399,7 +397,8 @@ def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF
             counter = Counter()
             uniform = Counter()
 
-            def consume(buf, length, counter=counter, uniform=uniform):
+            # Defaults bind this iteration's counters (ruff B023); each dump gets fresh ones.
+            def consume(buf, length, counter=counter, uniform=uniform):  # pylint: disable=dangerous-default-value
                 if bytecode and count_uniform_records(buf, length, uniform):
                     return False
                 return count_timewait_buffer(buf, length, in_range, counter)[1]
@@ -430,7 +429,8 @@ def netlink_timewait_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
             counter = Counter()
             seen = [0]
 
-            def consume(buf, length, counter=counter, seen=seen):
+            # Defaults bind this iteration's counters (ruff B023); each dump gets fresh ones.
+            def consume(buf, length, counter=counter, seen=seen):  # pylint: disable=dangerous-default-value
                 messages, done = count_timewait_buffer(buf, length, tally.in_range, counter)
                 seen[0] += messages
                 return done

@@ -121,7 +121,7 @@ def parse_reserved_ports(text):
             raise ValueError(
                 "ip_local_reserved_ports has an empty entry in %r" % (text,))
         if "-" in item:
-            low_text, _, high_text = item.partition("-")
+            low_text, _dash, high_text = item.partition("-")
             low = parse_int(low_text, "reserved port")
             high = parse_int(high_text, "reserved port")
         else:

@@ -263,14 +263,14 @@ def file_content_errors(text, label):
     """
     entries, bad_lines = parse_sysctl_conf(text)
     errors = ["%s line %d is not a `key = value` line" % (label, number)
-              for number, _ in bad_lines]
+              for number, _line in bad_lines]
     for entry in entries:
         short = DOTTED_TO_SHORT.get(entry["key"])
         if short is None or entry["glob"] or entry["value"] is None:
             errors.append("%s line %d sets %s, which portpool does not manage"
                           % (label, entry["line"], entry["key"]))
             continue
-        _, value_errors, _ = validate_settings({short: entry["value"]}, [[label, {short: 1}]])
+        value_errors = validate_settings({short: entry["value"]}, [[label, {short: 1}]])[1]
         errors.extend(value_errors)
     return errors
 
