@@ -57,13 +57,19 @@ def suggest_range(needed, reserved=(), floor=1024, high=DEFAULT_RANGE[1]):
 
     Keeps the high end (at least the kernel default's 60999, at most 65535) and
     moves the low end down, never below `floor` (ip_unprivileged_port_start or
-    1024). Returns (low, high, usable).
+    1024). A low end below the default's gets 5% more ports and is rounded down
+    to a multiple of 1024: a number people recognise, and headroom, so that a load
+    that grew a little between the audit and the fix does not bring the finding
+    straight back.
+    Returns (low, high, usable).
     """
     high = min(max(int(high), DEFAULT_RANGE[1]), 65535)
     floor = max(int(floor), 1)
     low = min(max(high - needed + 1, floor), DEFAULT_RANGE[0])
     while low > floor and high - low + 1 - reserved_in_range(reserved, low, high) < needed:
         low -= 1
+    if low < DEFAULT_RANGE[0]:
+        low = max((low - needed // 20) // 1024 * 1024, floor)  # 5% more, then round
     if same_parity(low, high):
         low = low - 1 if low - 1 >= floor else low + 1
     return low, high, high - low + 1 - reserved_in_range(reserved, low, high)
@@ -377,7 +383,8 @@ def check_destination_pressure(ctx):
         util = float(util)
         address = dest.get("address")
         target = ("[%s]:%s" if ":" in str(address) else "%s:%s") % (address, dest.get("port"))
-        needed = math.ceil(total / warn) if warn > 0 else total
+        # Strictly below the warn share: the rule fires at the share itself.
+        needed = math.floor(total / warn) + 1 if warn > 0 else total
         new_low, new_high, new_usable = suggest_range(
             needed, ctx.reserved(), _floor(ctx), rng[1] if rng else DEFAULT_RANGE[1])
         hits.append(_hit(

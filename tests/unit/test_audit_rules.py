@@ -128,6 +128,9 @@ def test_suggest_range_gives_enough_ports_and_parity():
     assert audit.suggest_range(10, (), 1024) == (32768, 60999, 28232)
     low, high, usable = audit.suggest_range(70000, (), 1024)
     assert low == 1024 and high == 60999 and usable < 70000
+    # A widened range starts at a multiple of 1024, with 5% or more to spare.
+    low, high, usable = audit.suggest_range(29192, (), 1024)
+    assert (low, high) == (29696, 60999) and usable >= 29192 * 1.05
 
 
 # ----------------------------------------------------------------- PP002
