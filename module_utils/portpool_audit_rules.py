@@ -586,6 +586,29 @@ def check_probe_failed(ctx):
         "portpool_audit_probe: false to skip the probe.")]
 
 
+def gives_more(key, mine, majority, ctx):
+    """True when a host's value gives it more than the group's, not something else.
+
+    A wider range (one that covers the group's), TIME_WAIT reuse on every
+    destination (1, with timestamps) where the group reuses on loopback only or
+    not at all, and more TIME_WAIT buckets are what a busier host is told to set:
+    such a host is ahead of its group, not drifting from it.
+    """
+    key = dotted_name(key)
+    try:
+        if key == "net.ipv4.ip_local_port_range":
+            (low, high), (group_low, group_high) = (parse_port_range(mine),
+                                                    parse_port_range(majority))
+            return low <= group_low and high >= group_high
+        if key == "net.ipv4.tcp_tw_reuse":
+            return mine == "1" and ctx.sysctl_int("tcp_timestamps") != 0
+        if key == "net.ipv4.tcp_max_tw_buckets":
+            return int(mine) >= int(majority)
+    except (TypeError, ValueError):
+        return False
+    return False
+
+
 def check_drift(contexts):
     """PP015: hosts whose settings differ from the majority of their inventory group.
 
@@ -619,7 +642,8 @@ def check_drift(contexts):
                 if votes * 2 <= len(hosts) or majority is None:
                     continue
                 mine = ctx.sysctl_text(key)
-                if mine == majority or dotted_name(key) in wants:
+                if mine == majority or dotted_name(key) in wants or \
+                        gives_more(key, mine, majority, ctx):
                     continue
                 hits.setdefault(ctx.host, []).append(_hit(
                     "%s = %s here (%s) but %s on %d of %d hosts in group %s." % (
