@@ -72,6 +72,50 @@ def _child(fd, write_end, destinations_top):
         os._exit(code)
 
 
+def run_inside(path, func, seconds=CHILD_SECONDS):
+    """func()'s JSON-able answer, computed in a child that joined the network
+    namespace at `path` (`/run/netns/NAME`, `/proc/PID/ns/net`). Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            _setns(fd)
+            reply = {"value": func()}
+        except Exception as exc:  # everything goes back to the parent as a reason
+            reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+            code = 1
+        try:
+            os.write(write_end, json.dumps(reply).encode())
+        finally:
+            os._exit(code)
+    os.close(fd)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _w, _x = select.select([read_end], [], [], 0.1)
+            if ready:
+                data = os.read(read_end, 65536)
+                if not data:
+                    break
+                chunks.append(data)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    try:
+        reply = json.loads(b"".join(chunks))
+    except ValueError:
+        raise OSError("no answer from inside %s" % path) from None
+    if "error" in reply:
+        raise OSError("inside %s: %s" % (path, reply["error"]))
+    return reply["value"]
+
+
 def _open_namespace(namespace, proc_root):
     """An fd on the namespace: through a named file, else through a holder pid."""
     paths = [os.path.join(directory, name) for directory, name in namespace.named]
