@@ -145,7 +145,10 @@ def run_sanity(extra, capture=False):
 
 
 def needed_ignores(output, current):
-    """Ignore entries from one sanity run: its findings, minus the unneeded entries."""
+    """Ignore entries from one sanity run: its findings, minus the unneeded entries.
+
+    An entry that stays keeps its trailing `# reason` (ansible-test allows one).
+    """
     test, found, unneeded = None, set(), set()
     for line in output.splitlines():
         running = re.match(r'Running sanity test "([\w-]+)"( on Python (\S+))?', line)
@@ -163,7 +166,9 @@ def needed_ignores(output, current):
             found.add("%s %s:%s" % (path, test, code))
         else:
             found.add("%s %s" % (path, test))
-    return sorted((set(current) - unneeded) | found)
+    kept = [line for line in current if line not in unneeded]
+    known = {re.sub(r" *#.*$", "", line) for line in kept}
+    return sorted(set(kept) | (found - known))
 
 
 def refresh_ignores(extra):
