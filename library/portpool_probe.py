@@ -54,7 +54,7 @@ description:
     to exercise each fallback.
 version_added: "1.0.0"
 author:
-  - portpool contributors
+  - portpool contributors (!UNKNOWN)
 options:
   mode:
     description:
@@ -126,6 +126,8 @@ options:
         as C(/proc/PID/ns/net) of a process in the container. Needs root to enter it.
       - C(mode=lab) only. RV(probe.settings_from) says whose values were copied.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: partial
@@ -134,6 +136,8 @@ attributes:
       the host's own ports, so in check mode it measures nothing and returns RV(skipped).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - C(changed) is always false.
   - Uses only the Python standard library on the target (ctypes for C(unshare) and C(prctl)

@@ -237,7 +237,7 @@ class Acceptor:
             accept = listener._accept
             while True:
                 try:
-                    fd, _ = accept()
+                    fd, _peer = accept()
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
@@ -260,7 +260,7 @@ class Acceptor:
             del self.pending[:keep]
 
     def close_all(self):
-        for _, fd in self.pending:
+        for _accepted_at, fd in self.pending:
             os.close(fd)
         self.pending = []
 
@@ -378,7 +378,7 @@ def _poll(fds, timeout):
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    return [fd for fd, _ in poller.poll(max(0, int(timeout * 1000)))]
+    return [fd for fd, _events in poller.poll(max(0, int(timeout * 1000)))]
 
 
 def _wait_reports(workers, acceptor, deadline, pause=0.0):
@@ -423,7 +423,7 @@ def _reap(workers, deadline):
         if not pid:
             continue
         while True:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, _status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
             if time.monotonic() > deadline:
@@ -835,7 +835,7 @@ def run_probe(plan):
             if not chunk:
                 break
             data += chunk
-        _, status = os.waitpid(pid, 0)
+        _pid, status = os.waitpid(pid, 0)
         pid = None
         if not data:
             raise ProbeError("the probe session ended without a result (wait status %d)"

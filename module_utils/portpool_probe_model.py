@@ -209,8 +209,7 @@ def listener_port_candidates(low, high, min_port=1):
     """
     if min_port <= 9 and not low <= 9 <= high:
         yield 9
-    for port in range(high + 1, 65536):
-        yield port
+    yield from range(high + 1, 65536)
     for port in range(min(low - 1, 65535), max(min_port, 1) - 1, -1):
         if port != 9:
             yield port
@@ -541,8 +540,8 @@ def build_result(plan, raw):
                     " connect() can leave out one end")
     method = raw.get("method")
     if method:
-        summary += "; method: %s sockets, partition by %s" % (method["sockets"],
-                                                             method["partition"])
+        summary += "; method: %s sockets, partition by %s" % (
+            method["sockets"], method["partition"])
         for note in method.get("notes") or ():
             summary += "; " + note
     return {

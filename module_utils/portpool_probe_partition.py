@@ -81,8 +81,8 @@ def assign_chunks(chunks, spans, per_worker, parallel):
     share = max(math.ceil(total / workers), 1)
     groups, current, count = [], [], 0
     for chunk, size in zip(chunks, sizes):
-        if current and (count + size > per_worker or (count >= share
-                                                       and len(groups) < workers - 1)):
+        if current and (count + size > per_worker
+                        or (count >= share and len(groups) < workers - 1)):
             groups.append(current)
             current, count = [], 0
         current.append(chunk)
