@@ -417,7 +417,6 @@ from ansible.module_utils.portpool_netns_inspect import (
 from ansible.module_utils.portpool_persisted import find_drift, read_persisted
 from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
 from ansible.module_utils.portpool_snapshot import (  # noqa: F401 (tests use them here)
-    FACT_NAMES,
     collect_sockets,
     network_snapshot,
     read_runtime,

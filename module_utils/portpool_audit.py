@@ -22,9 +22,7 @@ from ansible.module_utils.portpool_audit_advice import apply_fix, describe_value
 from ansible.module_utils.portpool_audit_facts import (  # noqa: F401 (the audit's API)
     FactsError,
     HostContext,
-    as_text,
     check_facts,
-    dotted_name,
     show,
 )
 from ansible.module_utils.portpool_audit_policy import (  # noqa: F401 (the audit's API)

@@ -14,28 +14,13 @@ from __future__ import annotations
 import math
 
 from ansible.module_utils.portpool_sysctl import (
-    format_reserved_ports,
+    SHORT_NAMES,
+    dotted_name,
     merge_spans,
     normalise_value,
-    parse_reserved_ports,
+    short_name,
+    to_text,
 )
-
-# Short names of the sysctls portpool_facts reads, and the dotted names they stand for.
-DOTTED = {
-    "ip_local_port_range": "net.ipv4.ip_local_port_range",
-    "ip_local_reserved_ports": "net.ipv4.ip_local_reserved_ports",
-    "ip_unprivileged_port_start": "net.ipv4.ip_unprivileged_port_start",
-    "tcp_tw_reuse": "net.ipv4.tcp_tw_reuse",
-    "tcp_tw_reuse_delay": "net.ipv4.tcp_tw_reuse_delay",
-    "tcp_timestamps": "net.ipv4.tcp_timestamps",
-    "tcp_max_tw_buckets": "net.ipv4.tcp_max_tw_buckets",
-    "tcp_fin_timeout": "net.ipv4.tcp_fin_timeout",
-    "tcp_tw_recycle": "net.ipv4.tcp_tw_recycle",
-    "somaxconn": "net.core.somaxconn",
-    "nr_open": "fs.nr_open",
-    "file_max": "fs.file-max",
-}
-SHORT = {dotted: short for short, dotted in DOTTED.items()}
 
 # What one host may send: deeper or larger facts are refused, not walked.
 MAX_DEPTH = 8
@@ -44,40 +29,9 @@ MAX_TEXT = 4096
 MAX_INT = 2 ** 63
 
 
-def short_name(key):
-    """`net.ipv4.tcp_tw_reuse` -> `tcp_tw_reuse`; short names pass through."""
-    key = str(key)
-    return SHORT.get(key, key)
-
-
-def dotted_name(key):
-    """`tcp_tw_reuse` -> `net.ipv4.tcp_tw_reuse`; unknown names pass through."""
-    return DOTTED.get(short_name(key), str(key))
-
-
 def proc_path(key):
     """Where the runtime value lives: `/proc/sys/net/ipv4/tcp_tw_reuse`."""
     return "/proc/sys/" + dotted_name(key).replace(".", "/")
-
-
-def as_text(key, value):
-    """A sysctl value as the kernel prints it (whitespace-normalised), or None.
-
-    Typed runtime values ([low, high], [[low, high], ...], 1) and text from a
-    sysctl.d file ("32768\t60999", "8080,9000-9010") give the same text.
-    """
-    if value is None:
-        return None
-    if short_name(key) == "ip_local_reserved_ports":
-        if isinstance(value, (list, tuple)):
-            return format_reserved_ports(merge_spans([list(span) for span in value]))
-        try:
-            return format_reserved_ports(parse_reserved_ports(value))
-        except ValueError:
-            return normalise_value(value)
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(item) for item in value)
-    return normalise_value(value)
 
 
 def show(text):
@@ -153,7 +107,7 @@ def _list(where, value):
 def _check_sysctl(table):
     for name, value in table.items():
         where = "sysctl.%s" % name
-        if name not in DOTTED:
+        if name not in SHORT_NAMES:
             raise FactsError("%s: not a key portpool_facts reports" % where)
         if name == "ip_local_port_range" and value is not None:
             if not isinstance(value, list) or len(value) != 2:
@@ -275,7 +229,7 @@ class HostContext:
         return as_int(self.sysctl(key))
 
     def sysctl_text(self, key):
-        return as_text(key, self.sysctl(key))
+        return to_text(key, self.sysctl(key))
 
     def port_range(self):
         """(low, high) of the runtime range, or None."""
@@ -326,7 +280,7 @@ class HostContext:
             dotted_name(key), show(self.sysctl_text(key)), proc_path(key))
         entry = self.persisted_entry(key)
         if entry:
-            text += "; at boot %s from %s" % (show(as_text(key, entry["value"])), entry["file"])
+            text += "; at boot %s from %s" % (show(to_text(key, entry["value"])), entry["file"])
         else:
             text += "; no sysctl file sets it"
         return text

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 
 from ansible.module_utils.portpool_audit_advice import describe_values, shell_line
-from ansible.module_utils.portpool_audit_facts import HostContext, as_text, dotted_name, show
+from ansible.module_utils.portpool_audit_facts import HostContext, show
 from ansible.module_utils.portpool_sysctl import (
+    dotted_name,
     format_reserved_ports,
     parse_port_range,
     same_parity,
+    to_text,
 )
 
 # Kernel defaults a new network namespace starts from.
@@ -100,7 +102,7 @@ def _wanted(ctx, key):
     desired = ctx.policy.get("desired") or {}
     for name in (key, dotted_name(key)):
         if name in desired:
-            return as_text(key, desired[name])
+            return to_text(key, desired[name])
     host = ctx.sysctl_text(key)
     short = dotted_name(key).rsplit(".", 1)[1]
     return None if host == NAMESPACE_DEFAULTS.get(short) else host

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import yaml  # the controller's PyYAML: this runs in an action, never on a target
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.portpool_audit_facts import dotted_name
 from ansible.module_utils.portpool_audit_rules import RULE_IDS, SEVERITIES
-from ansible.module_utils.portpool_sysctl import KNOWN_KEYS
+from ansible.module_utils.portpool_sysctl import NET_KEYS, dotted_name
 
 # Reserved ports are host-specific (each host reserves its own listeners), so they
 # are not drift by default.
@@ -164,7 +163,7 @@ def _read_policy(variables, host):
             problems.append("portpool_audit_waivers of %s: %r needs a rule id "
                             "(PP001...) or *" % (host, item))
     unknown = [key for key in merged["namespace_keys"] or []
-               if dotted_name(key) not in KNOWN_KEYS or not dotted_name(key).startswith("net.")]
+               if dotted_name(key) not in NET_KEYS]
     if unknown:
         problems.append("portpool_audit_namespace_keys of %s: %s not a per-namespace "
                         "(net.*) key portpool reads" % (host, ", ".join(map(str, unknown))))

@@ -23,7 +23,8 @@ import time
 
 from ansible.module_utils.portpool_netns_discover import discover
 from ansible.module_utils.portpool_netns_names import Namer
-from ansible.module_utils.portpool_snapshot import NET_KEYS, network_snapshot
+from ansible.module_utils.portpool_snapshot import network_snapshot
+from ansible.module_utils.portpool_sysctl import NET_KEYS
 
 CLONE_NEWNET = 0x40000000
 # A child reading one namespace takes milliseconds; this is for a stuck one.

@@ -20,6 +20,7 @@ from ansible.module_utils.portpool_limits import (
     unit_cgroup_pids,
 )
 from ansible.module_utils.portpool_probe_run import Outcome
+from ansible.module_utils.portpool_sysctl import SHORT_NAMES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROC = FIXTURES / "proc_facts"
@@ -228,7 +229,7 @@ def test_probe_sample_larger_than_the_pool_is_lowered_to_it():
 
 
 def test_fact_names_are_identifiers():
-    assert all(name.isidentifier() for name in portpool_facts.FACT_NAMES.values())
+    assert all(name.isidentifier() for name in SHORT_NAMES)
     assert os.path.basename(portpool_facts.__file__) == "portpool_facts.py"
 
 
