@@ -26,11 +26,9 @@ from ansible.module_utils.portpool_audit_facts import (  # noqa: F401 (the audit
     show,
 )
 from ansible.module_utils.portpool_audit_policy import (  # noqa: F401 (the audit's API)
-    DEFAULT_POLICY,
-    POLICY_VARS,
+    default_policy,
     merged_policy,
     policy_from_vars,
-    policy_problems,
 )
 from ansible.module_utils.portpool_audit_rules import (  # noqa: F401 (the audit's API)
     RULE_IDS,

@@ -127,7 +127,7 @@ def test_drift_never_drops_a_reservation_pp004_asked_for(facts):
     (hit,) = audit.evaluate(hosts)["proxy2"]
     assert hit["id"] == "PP015" and hit["fixes"] == []
     assert "(empty)" in hit["message"] and "PP004" in hit["fixes_refused"][0]["reason"]
-    assert "ip_local_reserved_ports" not in audit.DEFAULT_POLICY["drift_keys"]
+    assert "ip_local_reserved_ports" not in audit.default_policy()["drift_keys"]
 
 
 def test_drift_does_not_undo_tw_reuse_another_rule_wants(facts):
