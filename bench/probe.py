@@ -1,22 +1,23 @@
-"""Benchmark: portpool_probe's hold against a C baseline doing the same work.
+"""Benchmark: the whole portpool_probe task against a naive C loop and a ping task.
 
     python -m bench.probe            (as root; PORTPOOL_BENCH_ROUNDS=3 by default)
 
-The baseline is compiled here with the machine's cc. Both run in a fresh
-network namespace with lo up, 198.18.0.1/15 on lo and the same
-ip_local_port_range, connect to 198.18.0.2 from the same number of worker
-processes (each holding its share until EADDRNOTAVAIL), while the parent
-accepts and closes every connection at once on port 9: the same hold work.
+For each range (the kernel default 32768-60999, `1024 65535`, and a 10,000-port
+range) one run alternates three things, each in a fresh network namespace
+carrying that range:
+- the whole `ansible localhost -m portpool_probe -a 'scope=full churn_seconds=0'`
+  task, with the project's ansible.cfg;
+- the naive C loop: worker processes (as many as the descriptor limit needs)
+  connect() until EADDRNOTAVAIL and hold every connection, while the parent
+  accepts and closes the server side;
+- an `ansible localhost -m ping` task (Ansible's own floor for one task).
+It prints the medians and the ratios task/C loop and task/ping, against the
+targets (default range at most 0.25x the C loop, `1024 65535` at most 3x the
+ping task), and the peak memory of the probe's workers while they held the
+pool (the sum of their peak RSS, as the module reports it).
 
-The module's own work is timed apart from Ansible's start-up: the AnsiballZ
-payload is kept (ANSIBLE_KEEP_REMOTE_FILES=1), exploded, and run with
-`execute` and scope=full, churn_seconds=0. Module and baseline alternate in one
-run; the medians of the ratios module/baseline are printed for a 10,000-port
-range and for the default range: for the hold alone (each side times its own
-hold), for the whole process (interpreter and namespace set-up included), and
-for the CPU time of the whole process (steadier than wall time on a shared
-machine). The wall time of a whole
-`ansible localhost -m portpool_probe` task with scope=quick is printed last.
+PORTPOOL_BENCH_PROBE_RANGES=default,wide,10k picks ranges (all by default); the
+C loop alone takes minutes per round on `1024 65535`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 if not (VENV_BIN / "ansible").exists():
     VENV_BIN = Path(sys.executable).parent
-RANGES = (("10k", "32768 42767"), ("default", "32768 60999"))
+RANGES = (("default", "32768 60999", 0.25, None), ("wide", "1024 65535", None, 3.0),
+          ("10k", "32768 42767", None, None))
 FD_RESERVE = 64  # as portpool_probe_model.FD_RESERVE
 
 BASELINE_C = r"""
@@ -152,6 +154,8 @@ def _env(extra=None):
     env = dict(os.environ)
     env["PATH"] = "%s:%s" % (VENV_BIN, env.get("PATH", "/usr/bin:/bin"))
     env["LANG"] = "C"
+    env.update({"ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCALHOST_WARNING": "0"})
     env.update(extra or {})
     return env
 
@@ -164,29 +168,6 @@ def compile_baseline(workdir):
     return binary
 
 
-def kept_payload(workdir):
-    """Keep the AnsiballZ payload of a cheap run, explode it, return its path."""
-    remote = workdir / "remote"
-    remote.mkdir()
-    subprocess.run(
-        ["ansible", "localhost", "-m", "portpool_probe", "-a",
-         "sample_ports=10 churn_seconds=0"],
-        cwd=REPO, check=True, capture_output=True, text=True,
-        env=_env({"ANSIBLE_KEEP_REMOTE_FILES": "1", "ANSIBLE_PIPELINING": "0",
-                  "ANSIBLE_REMOTE_TMP": str(remote)}))
-    found = sorted(remote.rglob("AnsiballZ_portpool_probe.py"))
-    if not found:
-        raise SystemExit("no AnsiballZ payload kept under %s" % remote)
-    payload = found[0]
-    subprocess.run([sys.executable, str(payload), "explode"], check=True, capture_output=True)
-    args_path = payload.parent / "debug_dir" / "args"
-    args = json.loads(args_path.read_text())
-    args["ANSIBLE_MODULE_ARGS"].update({"scope": "full", "churn_seconds": 0, "timeout": 900})
-    args["ANSIBLE_MODULE_ARGS"].pop("sample_ports", None)
-    args_path.write_text(json.dumps(args))
-    return payload
-
-
 def _in_namespace(port_range, command, lab=False):
     lines = []
     if lab:
@@ -197,43 +178,86 @@ def _in_namespace(port_range, command, lab=False):
     return ["unshare", "--net", "sh", "-c", "\n".join(lines), "sh", *command]
 
 
-def _children_cpu():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _timed(command, **kwargs):
+    start = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+    return time.monotonic() - start, done
 
 
-def run_module(payload, port_range):
-    start, cpu = time.monotonic(), _children_cpu()
-    done = subprocess.run(_in_namespace(port_range, [sys.executable, str(payload), "execute"]),
-                          capture_output=True, text=True, check=False, env=_env())
-    wall, cpu = time.monotonic() - start, _children_cpu() - cpu
+def run_task(port_range):
+    wall, done = _timed(_in_namespace(port_range, [
+        "ansible", "localhost", "-m", "portpool_probe", "-a",
+        "scope=full churn_seconds=0 timeout=600"]), cwd=REPO, env=_env())
     text = done.stdout
-    result = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
-    if result.get("failed"):
-        raise SystemExit("module failed: %s" % result.get("msg"))
-    hold = result["probe"]["hold"]
-    return wall, hold["seconds"], hold["established"], hold["workers"], cpu
+    try:
+        result = json.JSONDecoder().raw_decode(text[text.index("=>") + 2:].strip())[0]
+    except ValueError as exc:
+        raise SystemExit("cannot read the task's result: %s\n%s%s"
+                         % (exc, text, done.stderr)) from exc
+    if "probe" not in result:
+        raise SystemExit("probe failed: %s" % result.get("msg"))
+    return wall, result["probe"]
+
+
+def run_ping():
+    wall, done = _timed(["ansible", "localhost", "-m", "ping"], cwd=REPO, env=_env())
+    if done.returncode:
+        raise SystemExit("ping task failed: %s" % done.stdout)
+    return wall
 
 
 def run_baseline(binary, port_range, workers, quota):
-    start, cpu = time.monotonic(), _children_cpu()
-    done = subprocess.run(
-        _in_namespace(port_range, [str(binary), "198.18.0.2", "9", str(workers), str(quota)],
-                      lab=True),
-        capture_output=True, text=True, check=True)
-    wall, cpu = time.monotonic() - start, _children_cpu() - cpu
-    result = json.loads(done.stdout)
-    return wall, result["seconds"], result["established"], cpu
+    wall, done = _timed(_in_namespace(
+        port_range, [str(binary), "198.18.0.2", "9", str(workers), str(quota)], lab=True))
+    if done.returncode:
+        raise SystemExit("C loop failed: %s" % done.stderr)
+    return wall, json.loads(done.stdout)["established"]
 
 
-def quick_task_wall(rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.monotonic()
-        subprocess.run(["ansible", "localhost", "-m", "portpool_probe", "-a", "scope=quick"],
-                       cwd=REPO, check=True, capture_output=True, env=_env())
-        times.append(time.monotonic() - start)
-    return times
+def _verdict(value, target):
+    if target is None:
+        return ""
+    return " (target <= %.2fx: %s)" % (target, "met" if value <= target else "MISSED")
+
+
+def bench_range(binary, spec, rounds, fd_limit):
+    name, port_range, c_target, ping_target = spec
+    low, high = (int(part) for part in port_range.split())
+    pool = high - low + 1
+    per_worker = max(1, fd_limit - FD_RESERVE)
+    workers = -(-pool // per_worker)
+    tasks, loops, pings, memory = [], [], [], []
+    status = 0
+    for index in range(rounds):
+        order = ("task", "loop", "ping") if index % 2 == 0 else ("ping", "loop", "task")
+        for which in order:
+            if which == "task":
+                wall, probe = run_task(port_range)
+                tasks.append(wall)
+                memory.append(probe["hold"].get("workers_peak_rss_kb") or 0)
+                if probe["hold"]["established"] != pool or not probe["matches_expected"]:
+                    print("  mismatch: task held %d of %d" % (probe["hold"]["established"],
+                                                             pool))
+                    status = 1
+                method = probe.get("method") or {}
+            elif which == "loop":
+                wall, count = run_baseline(binary, port_range, workers, per_worker)
+                loops.append(wall)
+                if count != pool:
+                    print("  note: the C loop held %d of %d" % (count, pool))
+            else:
+                pings.append(run_ping())
+        print("  %-7s round %d: task %.2f s, C loop %.2f s, ping task %.2f s"
+              % (name, index + 1, tasks[-1], loops[-1], pings[-1]), flush=True)
+    task, loop, ping = (statistics.median(times) for times in (tasks, loops, pings))
+    print("probe %-7s %s (%d ports, %s/%s): task %.2f s, C loop %.2f s, ping task %.2f s;"
+          " task/C loop %.2fx%s, task/ping %.2fx%s; probe workers' peak RSS %.1f MiB"
+          " (medians of %d)"
+          % (name, port_range, pool, method.get("sockets"), method.get("partition"), task,
+             loop, ping, task / loop, _verdict(task / loop, c_target), task / ping,
+             _verdict(task / ping, ping_target), statistics.median(memory) / 1024.0, rounds),
+          flush=True)
+    return status
 
 
 def main(argv=None):
@@ -247,42 +271,11 @@ def main(argv=None):
     status = 0
     try:
         binary = compile_baseline(workdir)
-        payload = kept_payload(workdir)
-        for name, port_range in RANGES:
-            low, high = (int(part) for part in port_range.split())
-            pool = high - low + 1
-            per_worker = max(1, fd_limit - FD_RESERVE)
-            workers = -(-pool // per_worker)
-            wall_ratios, hold_ratios, cpu_ratios = [], [], []
-            for index in range(rounds):
-                order = ("module", "baseline") if index % 2 == 0 else ("baseline", "module")
-                runs = {}
-                for which in order:
-                    if which == "module":
-                        runs[which] = run_module(payload, port_range)
-                    else:
-                        runs[which] = run_baseline(binary, port_range, workers, per_worker)
-                m_wall, m_hold, m_count, m_workers, m_cpu = runs["module"]
-                b_wall, b_hold, b_count, b_cpu = runs["baseline"]
-                if m_count != pool or b_count != pool or m_workers != workers:
-                    print("  mismatch: module %d (%d workers), baseline %d, pool %d"
-                          % (m_count, m_workers, b_count, pool))
-                    status = 1
-                wall_ratios.append(m_wall / b_wall)
-                hold_ratios.append(m_hold / b_hold)
-                cpu_ratios.append(m_cpu / b_cpu)
-                print("  %-7s round %d: module %.2f s (hold %.2f s, cpu %.2f s), baseline %.2f s"
-                      " (hold %.2f s, cpu %.2f s), %d ports, %d worker(s)"
-                      % (name, index + 1, m_wall, m_hold, m_cpu, b_wall, b_hold, b_cpu, pool,
-                         workers), flush=True)
-            print("probe full %-7s (%d ports): median ratio module/baseline %.2fx hold only,"
-                  " %.2fx whole run, %.2fx cpu time (%d rounds)"
-                  % (name, pool, statistics.median(hold_ratios),
-                     statistics.median(wall_ratios), statistics.median(cpu_ratios), rounds),
-                  flush=True)
-        times = quick_task_wall(rounds)
-        print("probe quick: `ansible localhost -m portpool_probe -a scope=quick` median wall"
-              " %.2f s (%d runs)" % (statistics.median(times), rounds), flush=True)
+        wanted = os.environ.get("PORTPOOL_BENCH_PROBE_RANGES")
+        names = wanted.split(",") if wanted else [spec[0] for spec in RANGES]
+        for spec in RANGES:
+            if spec[0] in names:
+                status |= bench_range(binary, spec, rounds, fd_limit)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return status

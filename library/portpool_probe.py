@@ -22,20 +22,36 @@ description:
     destination, and reports how many connections went through before the first failure,
     the rate achieved, whether TIME_WAIT reuse took effect, and the sustainable rate the
     model predicts (usable ports / 60 s, or usable ports / C(tcp_tw_reuse_delay) with reuse).
+  - The hold is fast and exact. Where the kernel allows it, sockets in repair mode
+    (C(TCP_REPAIR)) get their port from connect()'s own search without sending a packet, and
+    worker processes take the inside of the range chunk by chunk, each search narrowed with
+    C(IP_LOCAL_PORT_RANGE) (or, where the kernel refuses that option, the lab's own range
+    narrowed one chunk at a time). A final pass with connect()'s own search over the whole
+    range then takes the two end ports if it can, so the count is what an application gets,
+    and RV(probe.hold.missing_ports) names every usable port that was not handed out. Where
+    C(TCP_REPAIR) is refused it holds real connections instead; RV(probe.method) says which
+    way was used and why.
   - In C(mode=lab) (the default) nothing in the host's network namespace is touched. A
-    forked child calls C(unshare) with C(CLONE_NEWNET); the lab namespace is anonymous and dies with
-    that child, even when the module is killed with SIGKILL. The child brings C(lo) up, puts
+    forked child calls C(unshare) with C(CLONE_NEWNET) (as root) or C(CLONE_NEWUSER) and
+    C(CLONE_NEWNET) (without root, where the kernel allows unprivileged user namespaces); the
+    lab namespaces are anonymous and die with that child, even when the module is killed with
+    SIGKILL. The child brings C(lo) up, puts
     198.18.0.1/15 on it (198.18.0.0/15 destinations then behave as remote peers for
     C(tcp_tw_reuse=2)) and uses 127.0.0.5 as the loopback destination. It copies the host's
     C(ip_local_port_range), C(ip_local_reserved_ports), C(ip_unprivileged_port_start),
     C(tcp_tw_reuse), C(tcp_tw_reuse_delay) (when the kernel has it), C(tcp_timestamps) and
     C(tcp_max_tw_buckets) into the lab, and raises the lab's own C(net.core.somaxconn) so
-    its listener never drops a connection. Needs root (C(become)).
+    its listener never drops a connection. Without root and without user namespaces it fails
+    with one line naming the setting that refuses them; use C(become) then.
   - When the per-process descriptor limit (C(RLIMIT_NOFILE)) is below the pool, the hold is
     spread over worker processes (a pool is per network namespace, descriptors are per
     process) and the limit is reported as a finding of its own.
   - Every exit path closes every socket and reaps every child; the processes die with the
-    module (parent-death signal), so nothing remains after SIGKILL.
+    module (parent-death signal), so nothing remains after SIGKILL. The module also ends
+    the probe when its own parent or its output channel goes away (a killed controller).
+  - Test hook, environment variable C(PORTPOOL_PROBE_REFUSE) (comma-separated C(repair),
+    C(port_range_option), C(userns)) makes the probe act as if the kernel refused those,
+    to exercise each fallback.
 version_added: "1.0.0"
 author:
   - portpool contributors
@@ -59,8 +75,9 @@ options:
         configured low end (same start parity, reserved ports inside stay reserved), so every
         check runs in well under a second; the full-range expected count is still computed
         and reported, and RV(probe.measured_range) says which range was measured.
-      - C(full) measures the whole configured range, for the real count (about 10 seconds for
-        the default 28,232 ports on two cores; the kernel's port search is most of it).
+      - C(full) measures the whole configured range, for the real count (a fraction of a
+        second for 28,232 ports with repair-mode sockets and a narrowed search; seconds with
+        the fallbacks, which RV(probe.hold.seconds) and RV(probe.method) report).
       - In C(mode=host) the host's range cannot be narrowed; C(quick) there caps the hold at
         O(sample_ports) connections and the exhaustion checks are reported as null unless the
         whole range fits in the sample.
@@ -75,8 +92,10 @@ options:
     type: int
   churn_seconds:
     description:
-      - Seconds of connect-and-close per churn destination (two destinations, one after the
-        other). C(0) disables churn.
+      - Upper bound in seconds of connect-and-close per churn destination (both destinations
+        at once). A run stops as soon as reuse is decided, C(tcp_tw_reuse_delay) (up to 2 s
+        on kernels without that sysctl) after the first failure at most. C(0) disables churn.
+        At most 30 in C(mode=host).
       - To see TIME_WAIT reuse take effect the run must outlast the time needed to use up the
         measured ports plus C(tcp_tw_reuse_delay) (1 s by default).
     type: float
@@ -84,8 +103,8 @@ options:
   timeout:
     description:
       - Upper bound in seconds for the hold; when it expires the hold stops with
-        RV(probe.hold.stopped_by=timeout). The whole probe is bounded by this plus twice
-        O(churn_seconds) plus 30 s for set-up and teardown.
+        RV(probe.hold.stopped_by=timeout). The whole probe is bounded by this plus
+        O(churn_seconds) plus 30 s for set-up and teardown. At most 300 in C(mode=host).
     type: int
     default: 120
   max_connections:
@@ -224,10 +243,26 @@ probe:
           sample: EADDRNOTAVAIL
         low_end_may_be_skipped:
           description: The measured range's ends share parity (an odd number of ports) and
-            its low end is not reserved. connect() then sometimes never hands out the low end
-            port, so a hold one short of RV(probe.hold.expected) still matches.
+            its low end is not reserved. connect()'s own search then may leave out one end
+            port (either one), so a hold one short of RV(probe.hold.expected) can still match.
           type: bool
           sample: false
+        missing_ports:
+          description: Usable ports of the measured range that no held socket got, as compact
+            ranges; null when the hold did not exhaust the pool or could not tell (no
+            partitioned search).
+          type: list
+          elements: str
+          sample: ["50002"]
+        final_pass:
+          description: Ports the final pass (connect()'s own search over the whole measured
+            range) took after the chunks.
+          type: int
+          sample: 2
+        workers_peak_rss_kb:
+          description: Sum of the hold workers' peak resident memory, in KiB.
+          type: int
+          sample: 40000
         worker_reasons:
           description: Why each worker process stopped.
           type: list
@@ -367,9 +402,17 @@ probe:
           description: The tcp_timestamps in effect.
           type: int
           sample: 1
+    method:
+      description: How the hold was taken. C(sockets) is C(repair) or C(connect) (real
+        connections); C(partition) is C(socket) (IP_LOCAL_PORT_RANGE), C(namespace) (the
+        lab's own range, chunk by chunk) or C(none); C(lab) is C(root), C(user namespace) or
+        null (host mode); C(notes) says in one line each what the kernel refused.
+      type: dict
+      sample: {"sockets": "repair", "partition": "socket", "lab": "root", "notes": []}
     matches_expected:
       description: The hold stopped with EADDRNOTAVAIL after exactly RV(probe.hold.expected)
-        connections, or one fewer when RV(probe.hold.low_end_may_be_skipped).
+        connections less the RV(probe.hold.missing_ports), and those are none or one end of a
+        range whose ends share parity (the only ports connect()'s own search can miss).
       type: bool
       sample: true
     listener_port:

@@ -26,7 +26,13 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
-from ansible.module_utils.portpool_report import atomic_write, safe_file_name
+from ansible.module_utils.portpool_files import (
+    atomic_write,
+    fsync_dir,
+    make_private_dir,
+    safe_file_name,
+    unique_file_names,
+)
 from ansible.module_utils.portpool_result_summary import host_summary
 
 
@@ -58,7 +64,8 @@ def make_unique(path):
     candidate, number = path, 1
     while True:
         try:
-            os.makedirs(candidate)
+            # 0700: the run holds every host's facts.
+            os.makedirs(candidate, mode=0o700)
             return candidate
         except FileExistsError:
             number += 1
@@ -113,16 +120,18 @@ def run(params):
     path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
     if fresh:
         path = make_unique(path)
-    results_dir = os.path.join(path, "results")
-    os.makedirs(results_dir, exist_ok=True)
+    results_dir = make_private_dir(os.path.join(path, "results"))
     rules_file = os.path.join(path, "rules.json")
     write_json(rules_file, catalogue())
     findings = evaluate(contexts)
     lines, gate = [], []
     counts = dict.fromkeys(SEVERITIES, 0)
-    for ctx in contexts:
+    # ASCII names, unique ignoring case: WEB01 and web01 must not share a file on a
+    # controller whose folders fold case.
+    names = unique_file_names([safe_file_name(ctx.host) for ctx in contexts])
+    for ctx, name in zip(contexts, names):
         mine = findings[ctx.host]
-        file_path = os.path.join(results_dir, safe_file_name(ctx.host) + ".json")
+        file_path = os.path.join(results_dir, name + ".json")
         write_json(file_path, dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
                                    summary=host_summary(ctx.facts, ctx.probe)))
         for item in mine:
@@ -137,6 +146,7 @@ def run(params):
             "waived": sum(1 for item in mine if item["waived"]),
             "file": file_path,
         })
+    fsync_dir(results_dir)  # once for every rename above, not once a file
     errors = grouped_errors(contexts)
     gate.sort(key=lambda item: (-SEVERITY_RANK[item["severity"]], item["host"], item["id"]))
     blocking_lines = ["%s %s %s %s: %s" % (

@@ -20,7 +20,6 @@ of those processes, so the kernel closes them all.
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import ctypes
 import errno
@@ -33,10 +32,12 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import time
 
 from ansible.module_utils.portpool_probe_model import (
+    FD_RESERVE,
     LAB_PREFIX_MASK,
     LAB_SOURCE,
     combine_stop_reasons,
@@ -45,9 +46,23 @@ from ansible.module_utils.portpool_probe_model import (
     sysctl_equal,
     worker_quotas,
 )
+from ansible.module_utils.portpool_probe_partition import (
+    assign_chunks,
+    chunk_size_for,
+    chunk_usable,
+    parallel_workers,
+    split_range,
+)
+from ansible.module_utils.portpool_probe_repair import (
+    choose_method,
+    fill,
+    fill_chunks,
+    local_ports,
+    set_lab_range,
+)
+from ansible.module_utils.portpool_probe_userns import LabRefused, enter_lab
 from ansible.module_utils.portpool_sysctl import read_sysctl, sysctl_path
 
-CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 IP_BIND_ADDRESS_NO_PORT = 24
 SIOCGIFFLAGS = 0x8913
@@ -60,6 +75,8 @@ LINGER_RESET = struct.pack("ii", 1, 0)
 HOLD_ACCEPT_PAUSE = 0.005
 # Seconds M allows the session beyond `timeout` + churn for set-up and teardown.
 SESSION_GRACE = 30
+# How often M checks that the controller is still there.
+CHANNEL_CHECK_SECONDS = 0.5
 
 
 class ProbeError(Exception):
@@ -77,16 +94,6 @@ _SESSION_FDS = []
 @functools.lru_cache(maxsize=1)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
-
-
-def unshare_net():
-    """Move the calling process into a new, anonymous network namespace."""
-    if hasattr(os, "unshare"):  # Python 3.12+
-        os.unshare(CLONE_NEWNET)
-        return
-    if _libc().unshare(CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 def die_with_parent(parent_pid):
@@ -258,34 +265,6 @@ class Acceptor:
         self.pending = []
 
 
-def hold_loop(destination, quota, deadline):
-    """Connect to one destination and keep every connection. Returns
-    (sockets, reason); reason is EADDRNOTAVAIL, EMFILE, timeout or quota."""
-    held = []
-    append = held.append
-    new_socket = _socket.socket  # the C type: no Python-level __init__ per connection
-    monotonic = time.monotonic
-    count = 0
-    reason = "quota"
-    while count < quota:
-        try:
-            sock = new_socket(socket.AF_INET, socket.SOCK_STREAM)
-        except OSError as exc:
-            reason = errno.errorcode.get(exc.errno, str(exc.errno))
-            break
-        code = sock.connect_ex(destination)
-        if code:
-            sock.close()
-            reason = errno.errorcode.get(code, str(code))
-            break
-        append(sock)
-        count += 1
-        if not count & 255 and monotonic() > deadline:
-            reason = "timeout"
-            break
-    return held, reason
-
-
 def count_alive(sockets):
     """How many held sockets still own their port (no pending reset).
 
@@ -301,6 +280,11 @@ def count_alive(sockets):
     return alive
 
 
+def close_all(sockets):
+    for sock in sockets:
+        sock.close()
+
+
 def release(sockets):
     """Close held sockets with a reset: no TIME_WAIT is left behind."""
     for sock in sockets:
@@ -309,8 +293,12 @@ def release(sockets):
         sock.close()
 
 
-def churn_loop(destination, seconds, fail_pause=0.002):
-    """Connect and close, client first, for `seconds`; count what happened."""
+def churn_loop(destination, seconds, verdict_after, fail_pause=0.002):
+    """Connect and close, client first, for `seconds`; count what happened.
+
+    Stops early once reuse is decided: a success after the first failure (a
+    TIME_WAIT 4-tuple was taken over), or `verdict_after` seconds of failures
+    (longer than the reuse delay: no reuse)."""
     new_socket = socket.socket
     monotonic = time.monotonic
     start = monotonic()
@@ -329,12 +317,15 @@ def churn_loop(destination, seconds, fail_pause=0.002):
             ok += 1
             if first_at is not None:
                 ok_after += 1
+                break
             continue
         failures += 1
         if code == errno.EADDRNOTAVAIL:
             if first_at is None:
                 before = ok
                 first_at = now - start
+            elif now - start - first_at >= verdict_after:
+                break
         else:
             name = errno.errorcode.get(code, str(code))
             other[name] = other.get(name, 0) + 1
@@ -459,10 +450,129 @@ def _kill_workers(workers):
                 worker[key] = -1
 
 
-def run_hold(plan, listeners, port, limits, workers_out):
+def _hold_body(fill_share, release_held):
+    """A hold worker's body: take its share, report, wait for release."""
+    def body(report_fd, control_fd):
+        gc.disable()  # tens of thousands of socket objects, no cycles among them
+        held, report = fill_share()
+        report.update({"count": count_alive(held), "opened": len(held),
+                       "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+        _write_json(report_fd, report)
+        os.read(control_fd, 1)  # blocks until the session releases us
+        release_held(held)
+    return body
+
+
+def _release_for(method):
+    # Repair-mode sockets close without a packet and without TIME_WAIT.
+    return close_all if method["sockets"] == "repair" else release
+
+
+def run_hold(plan, method, listening, limits, workers_out):
     """Exhaust the pool to the hold destination from worker processes.
 
-    `limits` is (fd_limit, deadline)."""
+    Partitioned (method["partition"] socket or namespace): workers take the
+    inside of the range chunk by chunk, then the session's final pass takes
+    what the kernel's own search over the whole range still hands out.
+    Otherwise every worker searches the whole range. `limits` is
+    (fd_limit, deadline)."""
+    if method["partition"] == "none":
+        return _run_plain_hold(plan, method, listening, limits, workers_out)
+    listeners, port = listening
+    fd_limit, deadline = limits
+    session_pid = os.getpid()
+    hold_addr = (plan["destinations"]["hold"], port)
+    low, high = plan["measured_range"]
+    spans = plan["reserved_spans"]
+    per_worker = max(1, fd_limit - FD_RESERVE)
+    chunks, ends = split_range(low, high, chunk_size_for(per_worker))
+    sequential = method["partition"] == "namespace"
+    parallel = 1 if sequential else parallel_workers(plan["measured_usable"], os.cpu_count())
+    groups = assign_chunks(chunks, spans, per_worker, parallel)
+    quotas = []
+    left = plan["cap"]
+    for group in groups:
+        # A quota only where the cap cuts into this group: a worker that
+        # fills every chunk must still see each chunk's search fail.
+        usable = sum(chunk_usable(chunk, spans) for chunk in group)
+        # (+1: room for the connect() that must fail to close the last chunk).
+        quotas.append(per_worker + 1 if left is None or left > usable else left)
+        if left is not None:
+            left = max(0, left - usable)
+    listen_fds = [sock.fileno() for sock in listeners]
+    acceptor = Acceptor(listeners)
+    release_held = _release_for(method)
+
+    def fill_share_for(group, quota):
+        share = [[a, b, chunk_usable([a, b], spans)] for a, b in group]
+        return lambda: fill_chunks(hold_addr, share, quota, deadline, method)
+
+    start = time.monotonic()
+    for group, quota in zip(groups, quotas):
+        if quota <= 0:
+            continue
+        worker = _fork_worker(session_pid, _hold_body(fill_share_for(group, quota),
+                                                      release_held), listen_fds)
+        workers_out.append(worker)
+        if sequential:  # one namespace-wide range at a time
+            _wait_reports([worker], acceptor, deadline + 10, pause=HOLD_ACCEPT_PAUSE)
+    _wait_reports(workers_out, acceptor, deadline + 10, pause=HOLD_ACCEPT_PAUSE)
+    if sequential:
+        set_lab_range(low, high)
+    results = [worker["result"] for worker in workers_out]
+    reasons = [result["reason"] for result in results]
+    established = sum(result["count"] for result in results)
+    final = []
+    final_reason = "cap"
+    left = None if plan["cap"] is None else plan["cap"] - established
+    if all(reason == "done" for reason in reasons) and (left is None or left > 0):
+        # The kernel's own search over the whole range: what is left of the
+        # chunks (nothing, normally) and the two ends.
+        room = max(1, fd_limit - FD_RESERVE - len(listeners))
+        final_reason = fill(hold_addr, final, room if left is None else min(room, left),
+                            deadline, repair=method["sockets"] == "repair")
+        if final_reason == "quota" and left is not None and len(final) >= left:
+            final_reason = "cap"
+    acceptor.drain()
+    final_alive = count_alive(final)
+    established += final_alive
+    worker_reasons = [*reasons, "final:" + final_reason]
+    stop = [final_reason] + [r for r in reasons if r != "done"]
+    hold = {
+        "established": established,
+        "lost": sum(r["opened"] - r["count"] for r in results) + len(final) - final_alive,
+        "stopped_by": combine_stop_reasons(stop, established, plan["cap"]),
+        "worker_reasons": worker_reasons,
+        "seconds": time.monotonic() - start,
+        "workers": len(workers_out),
+        "fd_limit_per_process": fd_limit,
+        "final_pass": len(final),
+        "workers_peak_rss_kb": sum(r.get("rss_kb", 0) for r in results),
+        "missing": None,
+    }
+    if hold["stopped_by"] == "EADDRNOTAVAIL":
+        hold["missing"] = missing_ports((low, high), spans, results, ends,
+                                        local_ports(final))
+    return acceptor, hold, lambda: release_held(final)
+
+
+def missing_ports(measured, spans, results, ends, final_ports):
+    """Usable ports of [low, high] no socket held: the short chunks' gaps and
+    the ends, minus what the final pass took."""
+    low, high = measured
+    reserved = set()
+    for span_low, span_high in spans:
+        reserved.update(range(max(span_low, low), min(span_high, high) + 1))
+    missing = {port for port in ends if port not in reserved}
+    for result in results:
+        for chunk_low, chunk_high, got in result.get("short", []):
+            missing.update(set(range(chunk_low, chunk_high + 1)) - reserved - set(got))
+    return sorted(missing - set(final_ports))
+
+
+def _run_plain_hold(plan, method, listening, limits, workers_out):
+    """Every worker searches the whole range (no way to narrow a search)."""
+    listeners, port = listening
     fd_limit, deadline = limits
     session_pid = os.getpid()
     hold_addr = (plan["destinations"]["hold"], port)
@@ -470,26 +580,25 @@ def run_hold(plan, listeners, port, limits, workers_out):
     quotas = worker_quotas(layout["workers"], layout["per_worker"], plan["cap"])
     listen_fds = [sock.fileno() for sock in listeners]
     acceptor = Acceptor(listeners)
+    repair = method["sockets"] == "repair"
 
-    def body_for(quota):
-        def body(report_fd, control_fd):
-            gc.disable()  # tens of thousands of socket objects, no cycles among them
-            held, reason = hold_loop(hold_addr, quota, deadline)
-            _write_json(report_fd, {"count": count_alive(held), "opened": len(held),
-                                    "reason": reason})
-            os.read(control_fd, 1)  # blocks until the session releases us
-            release(held)
-        return body
+    def fill_share_for(quota):
+        def fill_share():
+            held = []
+            return held, {"reason": fill(hold_addr, held, quota, deadline, repair=repair)}
+        return fill_share
 
     start = time.monotonic()
     for quota in quotas:
-        workers_out.append(_fork_worker(session_pid, body_for(quota), listen_fds))
+        workers_out.append(_fork_worker(session_pid, _hold_body(
+            fill_share_for(quota), _release_for(method)), listen_fds))
     _wait_reports(workers_out, acceptor, deadline + 10, pause=HOLD_ACCEPT_PAUSE)
     seconds = time.monotonic() - start
     acceptor.drain()
-    established = sum(worker["result"]["count"] for worker in workers_out)
-    opened = sum(worker["result"]["opened"] for worker in workers_out)
-    reasons = [worker["result"]["reason"] for worker in workers_out]
+    results = [worker["result"] for worker in workers_out]
+    established = sum(result["count"] for result in results)
+    opened = sum(result["opened"] for result in results)
+    reasons = [result["reason"] for result in results]
     return acceptor, {
         "established": established,
         "lost": opened - established,
@@ -498,7 +607,10 @@ def run_hold(plan, listeners, port, limits, workers_out):
         "seconds": seconds,
         "workers": len(workers_out),
         "fd_limit_per_process": fd_limit,
-    }
+        "final_pass": 0,
+        "workers_peak_rss_kb": sum(r.get("rss_kb", 0) for r in results),
+        "missing": None,
+    }, (lambda: None)
 
 
 def exhaustion_checks(plan, port):
@@ -530,29 +642,42 @@ def exhaustion_checks(plan, port):
     return results
 
 
-def run_churn(destination, port, seconds, listeners, workers_out):
-    """One churn run in a worker while the session keeps accepting."""
+def run_churns(targets, port, limits, listeners, workers_out):
+    """Churn runs to every destination at once, in workers, while the session
+    accepts. `targets` maps a key to a destination; `limits` is (seconds,
+    verdict_after)."""
+    seconds, verdict_after = limits
     session_pid = os.getpid()
     acceptor = Acceptor(listeners, close_delay=0.05)
     overflow_before = netstat_counter("TCPTimeWaitOverflow")
+    listen_fds = [sock.fileno() for sock in listeners]
 
-    def body(report_fd, _control_fd):
-        _write_json(report_fd, churn_loop((destination, port), seconds))
+    def body_for(destination):
+        def body(report_fd, _control_fd):
+            _write_json(report_fd, churn_loop((destination, port), seconds, verdict_after))
+        return body
 
-    worker = _fork_worker(session_pid, body, [sock.fileno() for sock in listeners])
-    workers_out.append(worker)
+    started = {}
+    for key, destination in targets.items():
+        started[key] = _fork_worker(session_pid, body_for(destination), listen_fds)
+        workers_out.append(started[key])
     try:
-        _wait_reports([worker], acceptor, time.monotonic() + seconds + 15)
+        _wait_reports(list(started.values()), acceptor, time.monotonic() + seconds + 15)
     finally:
         acceptor.close_all()
-    result = dict(worker["result"])
     overflow_after = netstat_counter("TCPTimeWaitOverflow")
-    if overflow_before is not None and overflow_after is not None:
-        result["tw_overflow"] = overflow_after - overflow_before
-    result["destination"] = "%s:%d" % (destination, port)
-    _reap([worker], time.monotonic() + 5)
-    workers_out.remove(worker)
-    return result
+    results = {}
+    for key, worker in started.items():
+        result = dict(worker["result"])
+        # Namespace-wide counter: the runs share it.
+        if overflow_before is not None and overflow_after is not None:
+            result["tw_overflow"] = overflow_after - overflow_before
+        result["destination"] = "%s:%d" % (targets[key], port)
+        results[key] = result
+    _reap(list(started.values()), time.monotonic() + 5)
+    for worker in started.values():
+        workers_out.remove(worker)
+    return results
 
 
 def session(plan):
@@ -560,14 +685,12 @@ def session(plan):
     workers = []
     listeners = []
     try:
+        lab = None
         if plan["mode"] == "lab":
             try:
-                unshare_net()
-            except OSError as exc:
-                raise ProbeError(
-                    "cannot create the lab network namespace (unshare(CLONE_NEWNET): %s);"
-                    " run the probe as root (become: true) or use mode=host"
-                    % exc.strerror) from exc
+                lab = enter_lab(set(plan.get("refusals") or ()))
+            except LabRefused as exc:
+                raise ProbeError(str(exc)) from exc
             setup_lab_interfaces()
             configure_lab(plan)
             listen_addresses = ["0.0.0.0"]
@@ -578,12 +701,15 @@ def session(plan):
         listeners, port = open_listeners(listen_addresses, plan["listener_candidates"])
         # Host mode: sockets on our port other than our own listeners.
         before = (count_port_sockets(port) - len(listeners)) if plan["mode"] == "host" else None
+        method = choose_method(set(plan.get("refusals") or ()), plan["mode"] == "lab")
+        method["lab"] = lab
         deadline = time.monotonic() + plan["timeout"]
-        acceptor, hold = run_hold(plan, listeners, port, (fd_limit, deadline),
-                                  workers)
-        raw = {"listener_port": port, "hold": hold}
+        acceptor, hold, release_final = run_hold(plan, method, (listeners, port),
+                                                 (fd_limit, deadline), workers)
+        raw = {"listener_port": port, "hold": hold, "method": method}
         if hold["stopped_by"] == "EADDRNOTAVAIL":
             raw.update(exhaustion_checks(plan, port))
+        release_final()
         for worker in workers:  # release: each worker resets its connections
             os.close(worker["control"])
             worker["control"] = -1
@@ -591,11 +717,14 @@ def session(plan):
         acceptor.drain()
         del workers[:]
         if plan["churn_seconds"] > 0:
-            churn = {}
-            for key, name in (("remote", "churn_remote"), ("loopback", "churn_loopback")):
-                destination = plan["destinations"].get(name)
-                churn[key] = (run_churn(destination, port, plan["churn_seconds"], listeners,
-                                        workers) if destination else None)
+            targets = {key: plan["destinations"][name]
+                       for key, name in (("remote", "churn_remote"),
+                                         ("loopback", "churn_loopback"))
+                       if plan["destinations"].get(name)}
+            churn = {"remote": None, "loopback": None}
+            churn.update(run_churns(targets, port,
+                                    (plan["churn_seconds"], plan["reuse_wait_s"]),
+                                    listeners, workers))
             raw["churn"] = churn
         for sock in listeners:
             sock.close()
@@ -642,13 +771,40 @@ def _kill_session(pid):
         os.waitpid(pid, 0)
 
 
+class ChannelWatch:
+    """Notices that whoever ran the module is gone, so the probe ends with it.
+
+    Over SSH a killed controller closes the connection: the module's parent
+    (the remote shell) goes away, so the module is re-parented, and its stdout
+    (a pipe or socket towards the controller) reports an error or hang-up."""
+
+    def __init__(self, out_fd=1):
+        self.parent = os.getppid()
+        self.out_fd = out_fd
+        try:
+            self.watch_out = stat.S_ISFIFO(os.fstat(out_fd).st_mode) or stat.S_ISSOCK(
+                os.fstat(out_fd).st_mode)
+        except OSError:
+            self.watch_out = False
+
+    def lost(self):
+        if os.getppid() != self.parent:
+            return "the process that started it (pid %d) is gone" % self.parent
+        if self.watch_out:
+            poller = select.poll()
+            poller.register(self.out_fd, 0)  # POLLERR and POLLHUP are always reported
+            if poller.poll(0):
+                return "its output channel to the controller is closed"
+        return None
+
+
 def _on_sigterm(signum, frame):
     raise Terminated("terminated by signal %d" % signum)
 
 
 def run_probe(plan):
     """Run the session child and return its raw measurements (module side)."""
-    budget = plan["timeout"] + 2 * plan["churn_seconds"] + SESSION_GRACE
+    budget = plan["timeout"] + plan["churn_seconds"] + SESSION_GRACE
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     result_r, result_w = os.pipe()
     pid = None
@@ -664,11 +820,15 @@ def run_probe(plan):
             os.setpgid(pid, pid)
         data = b""
         deadline = time.monotonic() + budget
+        watch = ChannelWatch()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProbeError("the probe did not finish within %d s" % budget)
-            ready = _poll([result_r], remaining)
+            ready = _poll([result_r], min(remaining, CHANNEL_CHECK_SECONDS))
+            lost = watch.lost()
+            if lost:
+                raise ProbeError("the probe stopped: %s" % lost)
             if not ready:
                 continue
             chunk = os.read(result_r, 65536)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 
+from ansible.module_utils.portpool_probe_partition import compact_ports, missing_verdict
 from ansible.module_utils.portpool_sysctl import (
     normalise_value,
     parse_int,
@@ -29,6 +30,9 @@ DEFAULT_TIMEOUT = 120
 DEFAULT_CHURN_SECONDS = 1.5
 MAX_CHURN_SECONDS = 300
 MAX_TIMEOUT = 3600
+# mode=host holds the host's own ports: much shorter limits.
+MAX_HOST_TIMEOUT = 300
+MAX_HOST_CHURN_SECONDS = 30
 DEFAULT_HOST_DESTINATION = "127.0.0.5"
 # TCP_TIMEWAIT_LEN: compile-time constant, tcp_fin_timeout does not change it.
 TIME_WAIT_SECONDS = 60
@@ -100,6 +104,14 @@ def check_options(params):
     timeout = params.get("timeout")
     if timeout is None or not _is_number(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT:
         errors.append("timeout must lie in 1..%d seconds, got %r" % (MAX_TIMEOUT, timeout))
+    if mode == "host":
+        # The host's own pool is held: keep that short whatever was asked.
+        if _is_number(timeout) and timeout > MAX_HOST_TIMEOUT:
+            errors.append("timeout must lie in 1..%d seconds in mode=host, got %r"
+                          % (MAX_HOST_TIMEOUT, timeout))
+        if _is_number(churn) and churn > MAX_HOST_CHURN_SECONDS:
+            errors.append("churn_seconds must lie in 0..%d in mode=host, got %r"
+                          % (MAX_HOST_CHURN_SECONDS, churn))
     cap = params.get("max_connections")
     if cap is not None and (not _is_number(cap) or cap < 1):
         errors.append("max_connections must be a positive integer, got %r" % (cap,))
@@ -289,6 +301,18 @@ def reuse_delay_ms(settings):
     return DEFAULT_REUSE_DELAY_MS if delay is None else delay
 
 
+def reuse_wait_seconds(settings):
+    """How long a churn must see failures before it can say reuse is off.
+
+    With the tcp_tw_reuse_delay sysctl (6.14+) the delay is exact, in ms;
+    without it the kernel reuses a TIME_WAIT 4-tuple once its timestamp is
+    older than one second, counted in whole seconds, so up to two."""
+    delay = settings.get("tw_reuse_delay_ms")
+    if delay is None:
+        return 2.0 + 0.1
+    return max(delay, 1) / 1000.0 + 0.1
+
+
 def model_rate(usable, reuse, delay_ms=DEFAULT_REUSE_DELAY_MS):
     """Sustainable new connections per second to one destination, client closing
     first: every connection parks its 4-tuple in TIME_WAIT for 60 s, or only for
@@ -299,7 +323,7 @@ def model_rate(usable, reuse, delay_ms=DEFAULT_REUSE_DELAY_MS):
     return round(usable / hold_seconds, 1)
 
 
-def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, margin=0.1):
+def reuse_verdict(first_failure_at, successes_after_failure, elapsed, wait_s):
     """Did TIME_WAIT reuse take effect during a churn run?
 
     True when a connection succeeded after the first EADDRNOTAVAIL (a TIME_WAIT
@@ -311,7 +335,7 @@ def reuse_verdict(first_failure_at, successes_after_failure, elapsed, delay_ms, 
         return None
     if successes_after_failure > 0:
         return True
-    if elapsed - first_failure_at >= delay_ms / 1000.0 + margin:
+    if elapsed - first_failure_at >= wait_s:
         return False
     return None
 
@@ -416,11 +440,12 @@ def make_plan(params, settings, is_root):
         "listener_candidates": candidates,
         "settings": settings,
         "reuse_delay_ms": delay_ms,
+        "reuse_wait_s": reuse_wait_seconds(settings),
     }
     return plan, None
 
 
-def churn_summary(raw, usable, reuse, delay_ms):
+def churn_summary(raw, usable, reuse, delay_ms, wait_s):
     """Shape one churn run's raw counters into the reported dict."""
     if raw is None:
         return None
@@ -437,7 +462,7 @@ def churn_summary(raw, usable, reuse, delay_ms):
         "rate_per_s": round(raw["ok"] / elapsed, 1) if elapsed > 0 else 0.0,
         "reuse_expected": reuse,
         "reuse_effective": reuse_verdict(raw["first_failure_at"], raw["ok_after_failure"],
-                                         elapsed, delay_ms),
+                                         elapsed, wait_s),
         "model_rate_per_s": model_rate(usable, reuse, delay_ms),
         "tw_overflow": raw.get("tw_overflow"),
         "other_errors": raw.get("other_errors") or {},
@@ -459,9 +484,18 @@ def build_result(plan, raw):
     hold["seconds"] = round(hold["seconds"], 3)
     hold["low_end_may_be_skipped"] = low_end_may_be_skipped(
         measured[0], measured[1], plan["reserved_spans"])
+    missing = hold.pop("missing", None)
+    hold["missing_ports"] = None if missing is None else compact_ports(missing)
     exhausted = hold["stopped_by"] == "EADDRNOTAVAIL"
     shortfall = hold_expected - hold["established"]
-    matches = exhausted and shortfall in ((0, 1) if hold["low_end_may_be_skipped"] else (0,))
+    if missing is not None:
+        # Exact: which ports were left out is known, not guessed.
+        matches = (exhausted and shortfall == len(missing)
+                   and missing_verdict(missing, measured[0], measured[1],
+                                       plan["reserved_spans"]))
+    else:
+        matches = exhausted and shortfall in (
+            (0, 1) if hold["low_end_may_be_skipped"] else (0,))
 
     delay_ms = plan["reuse_delay_ms"]
     tw_reuse = settings["tw_reuse"]
@@ -472,9 +506,10 @@ def build_result(plan, raw):
         remote_reuse = reuse_expected(tw_reuse, timestamps, loopback=False)
         loop_reuse = reuse_expected(tw_reuse, timestamps, loopback=True)
         churn = {
-            "remote": churn_summary(raw["churn"].get("remote"), usable, remote_reuse, delay_ms),
+            "remote": churn_summary(raw["churn"].get("remote"), usable, remote_reuse, delay_ms,
+                                    plan["reuse_wait_s"]),
             "loopback": churn_summary(raw["churn"].get("loopback"), usable, loop_reuse,
-                                      delay_ms),
+                                      delay_ms, plan["reuse_wait_s"]),
             "model_rate_per_s": model_rate(plan["expected"], remote_reuse, delay_ms),
             "model_rate_loopback_per_s": model_rate(plan["expected"], loop_reuse, delay_ms),
             "seconds": plan["churn_seconds"],
@@ -494,11 +529,22 @@ def build_result(plan, raw):
         where = "host: measured %d-%d in the host's own namespace" % (low, high)
         if plan["cap"] is not None:
             where += ", capped at %d connections" % plan["cap"]
-    summary = "%s; held %d of %d expected, stopped by %s" % (
-        where, hold["established"], hold_expected, hold["stopped_by"])
-    if exhausted and shortfall == 1 and hold["low_end_may_be_skipped"]:
-        summary += ("; port %d was never handed out: with both ends of the same parity"
-                    " connect() can skip the low end" % measured[0])
+    summary = "%s; held %d of %d expected in %.2f s, stopped by %s" % (
+        where, hold["established"], hold_expected, hold["seconds"], hold["stopped_by"])
+    if exhausted and missing:
+        summary += ("; never handed out: %s" % ", ".join(hold["missing_ports"]))
+        if matches:
+            summary += (" (with both ends of the same parity connect()'s own search can"
+                        " leave out one end)")
+    elif exhausted and shortfall == 1 and hold["low_end_may_be_skipped"]:
+        summary += ("; one port was never handed out: with both ends of the same parity"
+                    " connect() can leave out one end")
+    method = raw.get("method")
+    if method:
+        summary += "; method: %s sockets, partition by %s" % (method["sockets"],
+                                                             method["partition"])
+        for note in method.get("notes") or ():
+            summary += "; " + note
     return {
         "mode": plan["mode"],
         "scope": plan["scope"],
@@ -512,6 +558,7 @@ def build_result(plan, raw):
         "bind_address_no_port_ok": raw.get("bind_address_no_port_ok") if exhausted else None,
         "churn": churn,
         "matches_expected": matches,
+        "method": method,
         "listener_port": listener,
         "destinations": plan["destinations"],
         "settings": settings["raw"],

@@ -22,6 +22,7 @@ from ansible.module_utils.portpool_probe_model import (
     host_settings,
     make_plan,
 )
+from ansible.module_utils.portpool_probe_partition import parse_refusals
 from ansible.module_utils.portpool_sysctl import read_sysctl
 
 
@@ -47,14 +48,17 @@ def prepare(params, values, is_root):
     errors = check_options(params)
     if errors:
         return None, "; ".join(errors)
-    if params["mode"] == "lab" and not is_root:
-        return None, ("mode=lab needs root to create its network namespace: use become: true,"
-                      " or mode=host to measure in the host's own namespace")
     try:
         settings = host_settings(values)
     except ValueError as exc:
         return None, "cannot read the host's settings: %s" % exc
-    return make_plan(params, settings, is_root)
+    refusals, error = parse_refusals(os.environ.get("PORTPOOL_PROBE_REFUSE"))
+    if error:
+        return None, error
+    plan, error = make_plan(params, settings, is_root)
+    if plan is not None:
+        plan["refusals"] = sorted(refusals)
+    return plan, error
 
 
 class Outcome:

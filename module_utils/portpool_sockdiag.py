@@ -19,6 +19,7 @@ for the grouped keys.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -358,6 +359,12 @@ def run_dump(sock, family, states, consume, *, seq=1, bytecode=b""):
     except (OSError, ValueError) as exc:
         # OSError: the request was refused or the socket failed (a timeout too);
         # ValueError: a reply did not parse. Either way /proc is the answer.
+        if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+            # Where inet_diag is a module (Debian) and cannot be loaded, the
+            # kernel answers a dump with ENOENT: say so, not "no such file".
+            raise NetlinkUnavailable(
+                "netlink sock_diag: this kernel has no TCP diag handler (module tcp_diag"
+                " not loaded and not loadable): %s" % exc) from exc
         raise NetlinkUnavailable("netlink sock_diag: %s" % exc) from exc
     raise NetlinkUnavailable("netlink dump did not finish after %d receives" % MAX_DUMP_RECVS)
 

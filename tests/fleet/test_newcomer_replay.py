@@ -159,22 +159,25 @@ def restore(fleet, state):
 # --------------------------------------------------------------------------- fixes
 
 def fix_steps(finding):
-    """The finding's fixes as (kind, file, text) tuples; raises NoFixes/UnknownFix."""
+    """The finding's fixes as (kind, file, text) steps, in the order a person does them.
+
+    Each fix (docs/rules.md) names lines to delete from other files, the unquoted
+    lines for one sysctl file, and the `sysctl -w` lines that apply it now.
+    Raises NoFixes/UnknownFix.
+    """
     fixes = finding.get("fixes")
     if not fixes:
         raise NoFixes("%s %s has no structured fixes; recommendation: %s" % (
             finding["host"], finding["id"], finding["recommendation"]))
     steps = []
-    for item in fixes:
-        path = item.get("file") or item.get("path") if isinstance(item, dict) else None
-        if isinstance(item, dict) and path and item.get("line"):
-            steps.append(("line", path, item["line"]))
-        elif isinstance(item, dict) and path and (item.get("delete") or item.get("remove")):
-            steps.append(("delete", path, item.get("delete") or item.get("remove")))
-        elif isinstance(item, dict) and (item.get("shell") or item.get("command")):
-            steps.append(("shell", None, item.get("shell") or item.get("command")))
-        else:
-            raise UnknownFix("%s %s: fix step %r" % (finding["host"], finding["id"], item))
+    # Several fixes are alternatives ("Option 1 ... Or: Option 2"): a person takes the
+    # first.
+    for item in fixes[:1]:
+        if not isinstance(item, dict) or item.get("namespace"):
+            raise UnknownFix("%s %s: fix %r" % (finding["host"], finding["id"], item))
+        steps += [("delete", gone["file"], gone["key"]) for gone in item.get("delete") or []]
+        steps += [("line", item["file"], line) for line in item.get("file_lines") or []]
+        steps += [("shell", None, line) for line in item.get("shell") or []]
     return steps
 
 
@@ -217,7 +220,7 @@ def apply_step(fleet, name, step, recommendation):
         raise NotLiteral("%s: %r is not in the recommendation: %s" % (name, text,
                                                                       recommendation))
     if kind == "shell":
-        if not re.fullmatch(r"sysctl -w '?net\.[^\s;&|`$]+", text.strip()):
+        if not re.fullmatch(r"sysctl -w 'net\.[a-z0-9_.]+=[0-9 ,-]*'", text.strip()):
             raise UnknownFix("%s: only `sysctl -w` of a net.* key is run here: %r"
                              % (name, text))
         result = fleet.run(name, ["sh", "-c", text], check=False)
@@ -377,13 +380,6 @@ def test_rollback_restores_exactly_and_the_audit_is_back_to_the_seeded_one(repla
 
 # --------------------------------------------------------------------------- the advice
 
-def _xfail_no_fixes(name):
-    return pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, raises=NoFixes,
-        reason="issue 10 items 1-2: findings have no structured `fixes` (unquoted file "
-               "line or shell line) to apply yet"))
-
-
 def check_advice(replay, stage, name):
     before = replay[stage]["findings"][name]
     after = replay[stage + "_fixed"]["findings"][name]
@@ -402,17 +398,13 @@ def check_advice(replay, stage, name):
             [(item["id"], item["message"]) for item in new]))
 
 
-@pytest.mark.parametrize("name", [
-    _xfail_no_fixes("proxy1"), _xfail_no_fixes("proxy2"), _xfail_no_fixes("proxy3"),
-    _xfail_no_fixes("proxy4"), _xfail_no_fixes("proxy5"), "db1"])
+@pytest.mark.parametrize("name", HOSTS)
 def test_seeded_advice_applied_literally_clears_it_and_raises_nothing(replay, name):
     """Each seeded finding's recommendation, done as written, fixes it and only it."""
     check_advice(replay, "seeded", name)
 
 
-@pytest.mark.parametrize("name", [
-    _xfail_no_fixes("proxy1"), _xfail_no_fixes("proxy2"), _xfail_no_fixes("proxy3"),
-    _xfail_no_fixes("proxy4"), "proxy5", "db1"])
+@pytest.mark.parametrize("name", HOSTS)
 def test_post_tune_advice_applied_literally_clears_it_and_raises_nothing(replay, name):
     """After the tune, the advice must keep the tune (and survive a reboot)."""
     check_advice(replay, "tuned", name)
@@ -440,8 +432,12 @@ def _walk(value, path=()):
 
 
 def _host_row(markdown, name):
-    rows = [line for line in markdown.splitlines() if line.startswith("| %s |" % name)]
-    return rows[0] if rows else ""
+    """The host's own section of report.md ("Each host"), where its measurement is."""
+    start = markdown.find('"></a>%s\n' % name)
+    if start < 0:
+        return ""
+    end = markdown.find("\n### ", start)
+    return markdown[start:end if end > 0 else len(markdown)]
 
 
 def expected_rates(run, name):
@@ -466,9 +462,6 @@ def test_expected_rates_follow_the_seeds(replay):
     assert current == pytest.approx(LOAD / 60, rel=0.05)
 
 
-@pytest.mark.xfail(strict=True, raises=ReportGap,
-                   reason="issue 10 item 8: the report does not show the probe's "
-                          "measurement (held of expected) per host yet")
 def test_report_shows_each_hosts_measured_pool(replay):
     run = replay["seeded"]
     for name in HOSTS:
@@ -487,9 +480,6 @@ def test_report_shows_each_hosts_measured_pool(replay):
                 name, held, wanted, row))
 
 
-@pytest.mark.xfail(strict=True, raises=ReportGap,
-                   reason="issue 10 item 8: the report does not show the sustainable and "
-                          "current new-connection rates per host yet")
 def test_report_shows_both_rates_for_each_host(replay):
     run = replay["seeded"]
     for name in HOSTS:

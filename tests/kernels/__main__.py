@@ -10,6 +10,7 @@ kernel fails or cannot be booted.
 import argparse
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SELECTION = Path(__file__).with_name("selection.txt")
 CACHE = Path(os.environ.get("PORTPOOL_KERNEL_CACHE", REPO / ".cache" / "kernels"))
 GUEST_TIMEOUT = 420
+TOOLS = ("qemu-system-x86_64", "busybox", "depmod", "modprobe", "cpio", "zstd", "apt-get", "dpkg")
 SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected)"
                      r".*?) in [\d.]+s")
 
@@ -100,6 +102,12 @@ def main(argv=None):
     unknown = [series for series in args.series if series not in images.SERIES]
     if unknown:
         parser.error("unknown series %s" % ", ".join(unknown))
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        # scripts/install-system-deps installs them when run as root (as in CI).
+        print("kernel matrix: needs %s (scripts/install-system-deps, as root)"
+              % ", ".join(missing))
+        return 1 if os.geteuid() == 0 else 0
     tests = selected_tests()
     log_folder = CACHE / "logs"
     log_folder.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ mount -t tmpfs run $R/run
 mount -t tmpfs tmp $R/tmp
 JOB=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^matrix_job=//p')
 echo "MATRIX-BEGIN"
-chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/root LANG=C.UTF-8 /bin/sh "$JOB"
-echo "MATRIX-END rc=$?"
-poweroff -f
+# switch_root, not chroot: the job's `nsenter --mount` must find this root as
+# its namespace's root. Power-off then uses the host's static busybox.
+exec switch_root /mnt/root /usr/bin/env -i \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    /bin/sh -c "/bin/sh $JOB; echo \"MATRIX-END rc=\$?\"; /bin/busybox poweroff -f"

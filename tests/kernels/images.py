@@ -27,7 +27,8 @@ SERIES = {
 # host has no /lib/modules for it), so the initramfs loads them at boot.
 GUEST_MODULES = ("virtio_pci", "virtio_mmio", "9pnet_virtio", "9p", "overlay",
                  "inet_diag", "tcp_diag", "udp_diag")
-BUSYBOX_LINKS = ("sh", "mount", "insmod", "mkdir", "cat", "tr", "sed", "chroot", "poweroff")
+BUSYBOX_LINKS = ("sh", "mount", "insmod", "mkdir", "cat", "tr", "sed", "switch_root",
+                 "poweroff")
 INIT = Path(__file__).with_name("guest_init.sh")
 
 

@@ -330,3 +330,13 @@ def test_garbled_or_cut_dump_means_netlink_unavailable(monkeypatch):
     monkeypatch.setattr(sd, "open_diag_socket", lambda: cut)
     with pytest.raises(sd.NetlinkUnavailable, match="without NLMSG_DONE"):
         sd.netlink_tally(sd.SocketTally(LOW, HIGH), sd.ALL_STATES)
+
+
+def test_missing_tcp_diag_handler_is_named():
+    # Where tcp_diag is a module that cannot be loaded (Debian's kernels in a VM
+    # without /lib/modules), the kernel answers the dump with NLMSG_ERROR -ENOENT.
+    error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -2) + bytes(16)
+    refused = FakeDiagSocket({socket.AF_INET: [error], socket.AF_INET6: [error]})
+    with pytest.raises(sd.NetlinkUnavailable, match="no TCP diag handler"):
+        sd.run_dump(refused, socket.AF_INET, sd.ALL_STATES, lambda buf, n: sd.parse_diag_buffer(
+            buf, n, sd.SocketTally(LOW, HIGH)))

@@ -19,6 +19,7 @@ from ansible.module_utils.portpool_probe_model import (
     resolve_sample,
     reuse_expected,
     reuse_verdict,
+    reuse_wait_seconds,
     sysctl_equal,
     worker_quotas,
 )
@@ -198,10 +199,17 @@ def test_model_rate():
 
 
 def test_reuse_verdict():
-    assert reuse_verdict(None, 0, 1.5, 1000) is None        # never exhausted
-    assert reuse_verdict(0.1, 1000, 1.5, 1000) is True
-    assert reuse_verdict(0.1, 0, 1.5, 1000) is False
-    assert reuse_verdict(0.1, 0, 1.15, 1000) is None        # too short to tell
+    assert reuse_verdict(None, 0, 1.5, 1.1) is None         # never exhausted
+    assert reuse_verdict(0.1, 1000, 1.5, 1.1) is True
+    assert reuse_verdict(0.1, 0, 1.5, 1.1) is False
+    assert reuse_verdict(0.1, 0, 1.15, 1.1) is None         # too short to tell
+
+
+def test_reuse_wait_follows_what_the_kernel_shows():
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": 1000}) == 1.1
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": 250}) == 0.35
+    # No sysctl (before 6.14): one second, counted in whole seconds.
+    assert reuse_wait_seconds({"tw_reuse_delay_ms": None}) == 2.1
 
 
 # -- lab sysctls -----------------------------------------------------------
@@ -286,12 +294,12 @@ def test_host_destinations_are_distinct():
         assert len(set(values)) == 3
 
 
-def _raw(established, stopped_by, churn=None):
+def _raw(established, stopped_by, churn=None, missing=None):
     return {
         "listener_port": 9,
         "hold": {"established": established, "stopped_by": stopped_by,
                  "worker_reasons": [stopped_by], "seconds": 0.1234, "workers": 1,
-                 "fd_limit_per_process": 20000},
+                 "fd_limit_per_process": 20000, "missing": missing},
         "per_destination": True, "bind_zero_blocked": True, "bind_address_no_port_ok": True,
         "churn": churn,
     }
@@ -344,8 +352,26 @@ def test_a_same_parity_range_matches_one_short_but_not_two():
     assert "never handed out" not in full["summary"]
     one_short = build_result(plan, _raw(998, "EADDRNOTAVAIL"))
     assert one_short["matches_expected"] is True
-    assert "port 40000 was never handed out" in one_short["summary"]
+    assert "one port was never handed out" in one_short["summary"]
     assert build_result(plan, _raw(997, "EADDRNOTAVAIL"))["matches_expected"] is False
+
+
+@pytest.mark.parametrize(("established", "missing", "matches"), [
+    (999, [], True),
+    (998, [40000], True),            # either end: where the last searches started
+    (998, [40998], True),
+    (998, [40500], False),           # an inside port is always within reach
+    (997, [40000, 40998], False),    # at most one end is out of reach
+    (997, [40000], False),           # the count must agree with the ports named
+])
+def test_missing_ports_decide_the_match_exactly(established, missing, matches):
+    plan, _ = make_plan(params(), settings(**{"net.ipv4.ip_local_port_range": "40000 40998"}),
+                        is_root=True)
+    result = build_result(plan, _raw(established, "EADDRNOTAVAIL", missing=missing))
+    assert result["matches_expected"] is matches
+    assert result["hold"]["missing_ports"] == [str(port) for port in missing]
+    if missing and matches:
+        assert "never handed out: %d" % missing[0] in result["summary"]
 
 
 def test_a_range_of_different_parity_must_match_exactly():

@@ -58,11 +58,17 @@ def _params(**overrides):
     return params
 
 
-def test_prepare_needs_root_for_the_lab():
+def test_prepare_plans_a_lab_without_root_too(monkeypatch):
+    # Without root the lab is a user namespace; whether the kernel allows it is
+    # found out when the session tries (tests/integration/test_probe_unprivileged.py).
+    monkeypatch.delenv("PORTPOOL_PROBE_REFUSE", raising=False)
     plan, error = probe_run.prepare(_params(), HOST, is_root=False)
-    assert plan is None
-    assert "use become: true" in error
-    assert "mode=host" in error
+    assert error is None
+    assert plan["mode"] == "lab" and plan["refusals"] == []
+    monkeypatch.setenv("PORTPOOL_PROBE_REFUSE", "repair,nonsense")
+    plan, error = probe_run.prepare(_params(), HOST, is_root=False)
+    assert plan is None and "nonsense" in error
+    monkeypatch.delenv("PORTPOOL_PROBE_REFUSE")
     plan, error = probe_run.prepare(_params(mode="host"), HOST, is_root=False)
     assert error is None
     assert plan["listener_candidates"][0] == 41000
