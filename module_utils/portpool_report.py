@@ -32,10 +32,7 @@ import os
 import re
 from datetime import datetime, timezone
 
-from ansible.module_utils.portpool_files import (  # noqa: F401 - re-exported for the audit
-    atomic_write,
-    safe_file_name,
-)
+from ansible.module_utils.portpool_files import safe_file_name
 from ansible.module_utils.portpool_files import unique_file_names as unique_names
 from ansible.module_utils.portpool_report_host import (
     fix_first,
