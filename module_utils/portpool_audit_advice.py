@@ -136,6 +136,7 @@ def _order(files, path):
 
 def _assign(persisted, key, path, text):
     """Set or delete (text None) the assignment of `key` in `path`; recompute the winner."""
+    key = short_name(key)
     keys = persisted.setdefault("keys", {})
     entry = keys.get(key)
     assigned = []

@@ -132,6 +132,8 @@ def _check_persisted(persisted):
         _kind("persisted.files[%d]" % index, path, (str,), nullable=False)
     for key, given in _dict("persisted.keys", persisted.get("keys")).items():
         where = "persisted.keys.%s" % key
+        if key not in SHORT_NAMES:
+            raise FactsError("%s: not a key portpool_facts reports" % where)
         entry = _dict(where, given)
         if not entry:
             continue
@@ -142,6 +144,8 @@ def _check_persisted(persisted):
             _kind("%s.also[%d].file" % (where, index), other.get("file"), (str,), False)
             _kind("%s.also[%d].value" % (where, index), other.get("value"), (str,))
     for key, entry in _dict("persisted.drift", persisted.get("drift")).items():
+        if key not in SHORT_NAMES:
+            raise FactsError("persisted.drift.%s: not a key portpool_facts reports" % key)
         _dict("persisted.drift.%s" % key, entry, nullable=False)
 
 
@@ -251,7 +255,7 @@ class HostContext:
         None when no file sets it. `also` are the other assignments, in reading order.
         """
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
-        entry = keys.get(dotted_name(key))
+        entry = keys.get(short_name(key))
         if not entry:
             return None
         also = [{"file": item["file"], "value": item.get("value")}
@@ -259,13 +263,14 @@ class HostContext:
         return {"value": entry["value"], "file": entry["file"], "also": also}
 
     def persisted_keys(self):
-        """Dotted names of every key some persisted file sets."""
+        """Dotted names (as files write them) of every key some persisted file sets."""
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
-        return sorted(name for name, entry in keys.items() if entry)
+        return sorted(dotted_name(name) for name, entry in keys.items() if entry)
 
     def persisted_drift(self):
         """Dotted names of keys whose runtime value differs from the boot winner."""
-        return sorted((self.facts.get("persisted") or {}).get("drift") or {})
+        return sorted(dotted_name(name)
+                      for name in (self.facts.get("persisted") or {}).get("drift") or {})
 
     def persisted_files(self):
         return list((self.facts.get("persisted") or {}).get("files") or [])

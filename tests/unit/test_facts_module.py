@@ -91,14 +91,14 @@ def test_persisted_and_drift(gathered):
     facts, _warnings = gathered
     persisted = facts["persisted"]
     assert persisted["files"] == ["/etc/sysctl.d/50-pool.conf", "/etc/sysctl.conf"]
-    assert persisted["keys"]["net.ipv4.ip_local_port_range"]["value"] == "40000 49999"
+    assert persisted["keys"]["ip_local_port_range"]["value"] == "40000 49999"
     # Runtime 40000<TAB>49999 equals the persisted value: no drift for the range.
     assert persisted["drift"] == {
-        "net.ipv4.tcp_tw_reuse": {"runtime": "2", "persisted": "1",
-                                  "file": "/etc/sysctl.d/50-pool.conf"},
-        "net.ipv4.tcp_tw_recycle": {"runtime": None, "persisted": "0",
-                                    "file": "/etc/sysctl.conf"},
+        "tcp_tw_reuse": {"runtime": "2", "persisted": "1", "file": "/etc/sysctl.d/50-pool.conf"},
+        "tcp_tw_recycle": {"runtime": None, "persisted": "0", "file": "/etc/sysctl.conf"},
     }
+    # One naming style (docs/facts.md): short names, as under `sysctl`.
+    assert set(persisted["keys"]) == set(facts["sysctl"]) == set(SHORT_NAMES)
 
 
 def test_sockets_from_proc_equal_ss(gathered):
