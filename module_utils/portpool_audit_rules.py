@@ -54,13 +54,19 @@ def suggest_range(needed, reserved=(), floor=1024, high=DEFAULT_RANGE[1]):
 
     Keeps the high end (at least the kernel default's 60999, at most 65535) and
     moves the low end down, never below `floor` (ip_unprivileged_port_start or
-    1024). Returns (low, high, usable).
+    1024). A low end below the default's gets 5% more ports and is rounded down
+    to a multiple of 1024: a number people recognise, and headroom, so that a load
+    that grew a little between the audit and the fix does not bring the finding
+    straight back.
+    Returns (low, high, usable).
     """
     high = min(max(int(high), DEFAULT_RANGE[1]), 65535)
     floor = max(int(floor), 1)
     low = min(max(high - needed + 1, floor), DEFAULT_RANGE[0])
     while low > floor and high - low + 1 - reserved_in_range(reserved, low, high) < needed:
         low -= 1
+    if low < DEFAULT_RANGE[0]:
+        low = max((low - needed // 20) // 1024 * 1024, floor)  # 5% more, then round
     if same_parity(low, high):
         low = low - 1 if low - 1 >= floor else low + 1
     return low, high, high - low + 1 - reserved_in_range(reserved, low, high)
@@ -374,7 +380,8 @@ def check_destination_pressure(ctx):
         util = float(util)
         address = dest.get("address")
         target = ("[%s]:%s" if ":" in str(address) else "%s:%s") % (address, dest.get("port"))
-        needed = math.ceil(total / warn) if warn > 0 else total
+        # Strictly below the warn share: the rule fires at the share itself.
+        needed = math.floor(total / warn) + 1 if warn > 0 else total
         new_low, new_high, new_usable = suggest_range(
             needed, ctx.reserved(), _floor(ctx), rng[1] if rng else DEFAULT_RANGE[1])
         hits.append(_hit(
@@ -576,6 +583,29 @@ def check_probe_failed(ctx):
         "portpool_audit_probe: false to skip the probe.")]
 
 
+def gives_more(key, mine, majority, ctx):
+    """True when a host's value gives it more than the group's, not something else.
+
+    A wider range (one that covers the group's), TIME_WAIT reuse on every
+    destination (1, with timestamps) where the group reuses on loopback only or
+    not at all, and more TIME_WAIT buckets are what a busier host is told to set:
+    such a host is ahead of its group, not drifting from it.
+    """
+    key = dotted_name(key)
+    try:
+        if key == "net.ipv4.ip_local_port_range":
+            (low, high), (group_low, group_high) = (parse_port_range(mine),
+                                                    parse_port_range(majority))
+            return low <= group_low and high >= group_high
+        if key == "net.ipv4.tcp_tw_reuse":
+            return mine == "1" and ctx.sysctl_int("tcp_timestamps") != 0
+        if key == "net.ipv4.tcp_max_tw_buckets":
+            return int(mine) >= int(majority)
+    except (TypeError, ValueError):
+        return False
+    return False
+
+
 def check_drift(contexts):
     """PP015: hosts whose settings differ from the majority of their inventory group.
 
@@ -609,7 +639,8 @@ def check_drift(contexts):
                 if votes * 2 <= len(hosts) or majority is None:
                     continue
                 mine = ctx.sysctl_text(key)
-                if mine == majority or dotted_name(key) in wants:
+                if mine == majority or dotted_name(key) in wants or \
+                        gives_more(key, mine, majority, ctx):
                     continue
                 hits.setdefault(ctx.host, []).append(_hit(
                     "%s = %s here (%s) but %s on %d of %d hosts in group %s." % (

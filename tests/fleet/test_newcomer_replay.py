@@ -437,7 +437,8 @@ def _host_row(markdown, name):
     if start < 0:
         return ""
     end = markdown.find("\n### ", start)
-    return markdown[start:end if end > 0 else len(markdown)]
+    section = markdown[start:end if end > 0 else len(markdown)]
+    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", section)  # 1,000 -> 1000
 
 
 def expected_rates(run, name):

@@ -233,14 +233,16 @@ def test_advice_never_undoes_portpool_file():
 
 
 def test_a_host_without_root_is_judged_and_its_probe_is_a_finding():
-    """As `nobody` the lab probe cannot make its namespace: the facts still come back
-    (the task does not fail, so nothing dumps them) and the audit judges them."""
+    """As `nobody` on a kernel that refuses unprivileged user namespaces (forced with
+    the probe's PORTPOOL_PROBE_REFUSE hook), the lab probe cannot make its namespace:
+    the facts still come back (the task does not fail, so nothing dumps them) and the
+    audit judges them."""
     home = tempfile.mkdtemp(prefix="portpool-advice-nobody-")
     try:
         os.chmod(home, 0o777)  # a scratch HOME the unprivileged run can write
         env = dict(os.environ, HOME=home, ANSIBLE_LOCAL_TEMP=home + "/local",
                    ANSIBLE_REMOTE_TEMP=home + "/remote", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-                   LANG="C.UTF-8", LC_ALL="C.UTF-8")
+                   LANG="C.UTF-8", LC_ALL="C.UTF-8", PORTPOOL_PROBE_REFUSE="userns")
         result = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
              sys.executable, str(Path(sys.executable).parent / "ansible"), "localhost", "-o",
@@ -255,7 +257,7 @@ def test_a_host_without_root_is_judged_and_its_probe_is_a_finding():
     line = next(line for line in result.stdout.splitlines()
                 if line.startswith("localhost | SUCCESS => "))
     registered = json.loads(line.split(" => ", 1)[1])
-    assert "root" in registered["probe_error"]
+    assert "user namespace" in registered["probe_error"], registered["probe_error"]
     ctx = audit.context_from_result("nobody", [], registered, {})
     assert (ctx.status, ctx.error) == ("ok", None)
     ids = {item["id"] for item in audit.evaluate([ctx])["nobody"]}

@@ -128,6 +128,9 @@ def test_suggest_range_gives_enough_ports_and_parity():
     assert audit.suggest_range(10, (), 1024) == (32768, 60999, 28232)
     low, high, usable = audit.suggest_range(70000, (), 1024)
     assert low == 1024 and high == 60999 and usable < 70000
+    # A widened range starts at a multiple of 1024, with 5% or more to spare.
+    low, high, usable = audit.suggest_range(29192, (), 1024)
+    assert (low, high) == (29696, 60999) and usable >= 29192 * 1.05
 
 
 # ----------------------------------------------------------------- PP002
@@ -476,9 +479,9 @@ def fleet(facts, values, groups=("web",), **policy):
 
 
 def test_pp015_drift_from_majority(facts):
-    result = fleet(facts, [2, 2, 1, 2])
+    result = fleet(facts, [2, 2, 0, 2])
     (hit,) = only(result["h2"], "PP015")
-    assert "net.ipv4.tcp_tw_reuse = 1 here" in hit["message"]
+    assert "net.ipv4.tcp_tw_reuse = 0 here" in hit["message"]
     assert "2 on 3 of 4 hosts in group web" in hit["message"]
     assert "`net.ipv4.tcp_tw_reuse = 2`" in hit["recommendation"]
     assert not only(result["h0"], "PP015")
@@ -493,9 +496,22 @@ def test_pp015_quiet_without_majority_or_group(facts):
                    for found in fleet(facts, [2, 2, 1], drift_keys=["tcp_timestamps"]).values())
 
 
+def test_pp015_a_host_ahead_of_its_group_is_not_drift(facts):
+    """Reuse on every destination, a wider range, more buckets: what a busy host is
+    told to set. Telling it to match the group would undo the fix."""
+    assert not only(fleet(facts, [2, 2, 1, 2])["h2"], "PP015")
+    contexts = [ctx_for(copy.deepcopy(facts), host="h%d" % n) for n in range(3)]
+    contexts[2].facts["sysctl"]["ip_local_port_range"] = [20000, 60999]
+    contexts[2].facts["ephemeral"] = pool_size(20000, 60999)
+    assert not only(audit.evaluate(contexts)["h2"], "PP015")
+    contexts[2].facts["sysctl"]["ip_local_port_range"] = [40000, 60999]
+    contexts[2].facts["ephemeral"] = pool_size(40000, 60999)
+    assert only(audit.evaluate(contexts)["h2"], "PP015")
+
+
 def test_pp015_skips_unaudited_hosts(facts):
     contexts = [ctx_for(copy.deepcopy(facts), host="h%d" % n) for n in range(3)]
-    contexts[2].facts["sysctl"]["tcp_tw_reuse"] = 1
+    contexts[2].facts["sysctl"]["tcp_tw_reuse"] = 0
     contexts.append(audit.context("h3", status="unreachable", groups=["web"]))
     result = audit.evaluate(contexts)
     assert only(result["h2"], "PP015")
