@@ -105,8 +105,10 @@ def validated_values(variables, options=None):
     if cache_key not in _VALIDATED:
         # The validator fills a dict option's default in place: give it copies.
         result = ArgumentSpecValidator(copy.deepcopy(options)).validate(copy.deepcopy(given))
-        _VALIDATED[cache_key] = (result.validated_parameters, list(result.error_messages))
-    values, errors = _VALIDATED[cache_key]
+        # The options are kept with the result so their id() is never reused.
+        _VALIDATED[cache_key] = (options, result.validated_parameters,
+                                 list(result.error_messages))
+    _options, values, errors = _VALIDATED[cache_key]
     values = {name: _unset_dropped(options[name], value) for name, value in values.items()}
     return copy.deepcopy(values), list(errors)
 
