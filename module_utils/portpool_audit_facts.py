@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 
 from ansible.module_utils.portpool_sysctl import (
+    PORT_LIST,
+    RANGE,
     SHORT_NAMES,
     dotted_name,
+    kind_of,
     merge_spans,
     normalise_value,
     short_name,
@@ -109,14 +112,14 @@ def _check_sysctl(table):
         where = "sysctl.%s" % name
         if name not in SHORT_NAMES:
             raise FactsError("%s: not a key portpool_facts reports" % where)
-        if name == "ip_local_port_range" and value is not None:
+        if kind_of(name) == RANGE and value is not None:
             if not isinstance(value, list) or len(value) != 2:
                 raise FactsError("%s: expected [low, high]" % where)
             _port(where + "[0]", value[0])
             _port(where + "[1]", value[1])
             if value[0] > value[1]:
                 raise FactsError("%s: low end above the high end" % where)
-        elif name == "ip_local_reserved_ports" and value is not None:
+        elif kind_of(name) == PORT_LIST and value is not None:
             for index, span in enumerate(_list(where, value)):
                 if not isinstance(span, list) or len(span) != 2:
                     raise FactsError("%s[%d]: expected [low, high]" % (where, index))
