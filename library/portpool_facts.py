@@ -116,6 +116,12 @@ options:
       destination:
         description: C(mode=host) only; the loopback address the hold connects to.
         type: str
+      namespace:
+        description:
+          - Copy this network namespace's values into the lab instead of the host's
+            (an C(ip netns) name or a path such as C(/proc/PID/ns/net)); see
+            M(portpool_probe).
+        type: str
   namespaces:
     description:
       - Other network namespaces on the host (containers, pods, C(ip netns)), each read

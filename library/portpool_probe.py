@@ -118,6 +118,14 @@ options:
         the per-destination and churn checks use other 127.0.0.x addresses. Defaults to
         C(127.0.0.5).
     type: str
+  namespace:
+    description:
+      - Measure the pool of another network namespace on the host (a container's or a
+        pod's). The lab copies that namespace's C(net.*) values instead of the host's.
+      - An C(ip netns) name (C(/run/netns/NAME)) or the path of a namespace file, such
+        as C(/proc/PID/ns/net) of a process in the container. Needs root to enter it.
+      - C(mode=lab) only. RV(probe.settings_from) says whose values were copied.
+    type: str
 attributes:
   check_mode:
     support: partial
@@ -193,6 +201,11 @@ probe:
       description: C(quick) or C(full).
       type: str
       sample: quick
+    settings_from:
+      description: Whose C(net.*) values the lab copied, C(host) or C(namespace PATH)
+        (see O(namespace)).
+      type: str
+      sample: host
     range:
       description: The host's configured C(ip_local_port_range), [low, high].
       type: list

@@ -541,8 +541,8 @@ def build_result(plan, raw):
                     " connect() can leave out one end")
     method = raw.get("method")
     if method:
-        summary += "; method: %s sockets, partition by %s" % (method["sockets"],
-                                                             method["partition"])
+        summary += "; method: %s sockets, partition by %s" % (
+            method["sockets"], method["partition"])
         for note in method.get("notes") or ():
             summary += "; " + note
     return {

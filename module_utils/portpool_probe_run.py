@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ansible.module_utils.portpool_netns_inspect import run_inside
 from ansible.module_utils.portpool_probe_engine import ProbeError, Terminated, run_probe
 from ansible.module_utils.portpool_probe_model import (
     COPIED_KEYS,
@@ -35,7 +36,17 @@ def probe_argument_spec():
         "timeout": {"type": "int", "default": DEFAULT_TIMEOUT},
         "max_connections": {"type": "int"},
         "destination": {"type": "str"},
+        "namespace": {"type": "str"},
     }
+
+
+def namespace_path(name):
+    """The file of a network namespace: an `ip netns` name, or a path as given."""
+    if "/" in name:
+        return name
+    if name in (".", "..") or not name.isprintable():
+        raise ValueError("bad network namespace name %r" % name)
+    return os.path.join("/run/netns", name)
 
 
 def read_host_values(root="/proc/sys"):
@@ -70,11 +81,24 @@ class Outcome:
 
 
 def measure(params, check_mode):
-    """Check the options, then run the probe unless check mode forbids it."""
+    """Check the options, then run the probe unless check mode forbids it.
+
+    With `namespace`, the lab copies that network namespace's values (a container's,
+    which start from the kernel's defaults) instead of the host's.
+    """
+    namespace = params.get("namespace")
+    if namespace and params["mode"] == "host":
+        return Outcome(error="namespace: mode=host holds the host's own ports; a "
+                             "namespace's pool is measured in the lab (mode=lab)")
     try:
-        values = read_host_values()
-    except OSError as exc:
-        return Outcome(error="cannot read /proc/sys: %s" % exc)
+        if namespace:
+            path = namespace_path(namespace)
+            values = run_inside(path, read_host_values)
+        else:
+            values = read_host_values()
+    except (OSError, ValueError) as exc:
+        where = "namespace %s" % namespace if namespace else "/proc/sys"
+        return Outcome(error="cannot read the settings of %s: %s" % (where, exc))
     plan, error = prepare(params, values, os.geteuid() == 0)
     if error:
         return Outcome(error=error)
@@ -87,4 +111,6 @@ def measure(params, check_mode):
         return Outcome(error=str(exc))
     except Exception as exc:  # run_probe has already reaped its children
         return Outcome(error="the probe failed: %s: %s" % (type(exc).__name__, exc))
-    return Outcome(probe=build_result(plan, raw))
+    probe = build_result(plan, raw)
+    probe["settings_from"] = "namespace %s" % path if namespace else "host"
+    return Outcome(probe=probe)

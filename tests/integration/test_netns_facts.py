@@ -168,3 +168,40 @@ def test_host_without_containers_unchanged():
         assert namespaces["found"] == 0
         assert namespaces["items"] == []
         assert namespaces["reasons"] == []
+
+
+def run_probe(init, args):
+    """`ansible localhost -m portpool_probe` inside the host; the task result."""
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8",
+               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    result = subprocess.run(
+        ["nsenter", "-t", str(init), "-n", "-m", "-p", "--wd=%s" % REPO, "--",
+         "ansible", "localhost", "-o", "-m", "portpool_probe", "-a", json.dumps(args)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=180, check=False)
+    line = next(line for line in result.stdout.splitlines() if " => " in line)
+    return result.returncode, json.loads(line.split(" => ", 1)[1])
+
+
+def test_probe_measures_a_namespace_with_its_own_settings():
+    with fresh_host("containers") as (init, _ready):
+        facts = run_facts(init)
+        (held,) = [item for item in facts["ansible_facts"]["portpool"]["namespaces"]["items"]
+                   if item["kind"] == "process"]
+        for namespace, low, high in (
+                ("pp-blue", 41000, 41999),
+                ("/proc/%d/ns/net" % held["holder"]["pid"], *scenario.RANGE)):
+            code, result = run_probe(init, {"namespace": namespace, "scope": "full",
+                                            "churn_seconds": 0})
+            assert code == 0, result
+            probe = result["probe"]
+            assert probe["range"] == [low, high], probe
+            assert probe["settings_from"].startswith("namespace "), probe
+            assert probe["matches_expected"] is True, probe
+        # The host's own values are untouched and measured as before.
+        code, result = run_probe(init, {"scope": "full", "churn_seconds": 0})
+        assert code == 0 and result["probe"]["range"] == [20000, 29999]
+        assert result["probe"]["settings_from"] == "host"
+        code, result = run_probe(init, {"namespace": "pp-blue", "mode": "host"})
+        assert code != 0 and "mode=lab" in result["msg"]
+        code, result = run_probe(init, {"namespace": "no-such-ns"})
+        assert code != 0 and "no-such-ns" in result["msg"]
