@@ -19,9 +19,9 @@ if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 from ansible.module_utils.portpool_audit_policy import (  # noqa: E402
+    check_hosts,
     grouped_problems,
     policy_argument_spec,
-    problems_by_host,
     spec_options,
 )
 
@@ -39,9 +39,10 @@ class ActionModule(ActionBase):
         except (OSError, ValueError) as exc:
             raise AnsibleActionFail("portpool_audit_policy: %s: %s"
                                     % (params["spec_file"], exc)) from exc
-        by_host = problems_by_host(params["policies"], options)
+        by_host, validated = check_hosts(params["policies"], options)
         problems = [problem for found in by_host.values() for problem in found]
-        result.update(changed=False, problems=problems, hosts=len(params["policies"]))
+        result.update(changed=False, problems=problems, hosts=len(params["policies"]),
+                      validated=validated)
         if problems:
             # Each problem once, with the hosts it hit, one per line (not per host).
             result.update(failed=True, msg="Invalid portpool_audit policy, no host was "

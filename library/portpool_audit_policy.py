@@ -82,4 +82,12 @@ problems:
     - "portpool_audit_drift_min_hosts of web-01 must be >= 2"
     - "web-02: argument 'portpool_audit_min_usable_ports' is of type str and we were
       unable to convert to int: ..."
+validated:
+  description:
+    - Per host whose policy is valid, every option of the spec with its typed value,
+      defaults filled in. The audit's policy is read from these values.
+  returned: always
+  type: dict
+  sample: {"web-01": {"portpool_audit_min_usable_ports": 16384,
+                      "portpool_preflight_fail_on": "high"}}
 """

@@ -31,7 +31,7 @@ description:
     process's descriptors; sockets and sysctls are readable by any user.
 version_added: "0.1.0"
 author:
-  - portpool contributors (!UNKNOWN)
+  - portpool contributors
 options:
   processes:
     description:
@@ -153,17 +153,12 @@ options:
         type: list
         elements: str
         default: []
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
     description: Only reads; check mode returns the same facts.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
   facts:
     support: full
 notes:
@@ -272,8 +267,9 @@ ansible_facts:
           sample: {low: 32768, high: 60999, size: 28232, reserved_in_range: 0, usable: 28232}
         persisted:
           description:
-            - What would be applied at boot. C(keys) maps each dotted sysctl name to
-              V(null) (nothing sets it) or to C(value), C(file), C(line),
+            - What would be applied at boot. C(keys) maps each sysctl, by its short
+              name as in C(sysctl), to V(null) (nothing sets it) or to C(value),
+              C(file), C(line),
               C(ignore_errors) (the C(-) prefix), C(glob) (the pattern that matched, or
               V(null)) and C(also) (every other assignment as C(file), C(line),
               C(value), in reading order).
@@ -289,7 +285,7 @@ ansible_facts:
             files: [/etc/sysctl.d/50-pool.conf, /etc/sysctl.conf]
             masked: []
             keys:
-              net.ipv4.ip_local_port_range:
+              ip_local_port_range:
                 value: 1024 65000
                 file: /etc/sysctl.d/50-pool.conf
                 line: 3
@@ -297,7 +293,7 @@ ansible_facts:
                 glob: null
                 also: [{file: /etc/sysctl.d/10-base.conf, line: 1, value: 32768 60999}]
             drift:
-              net.ipv4.ip_local_port_range:
+              ip_local_port_range:
                 runtime: 32768 60999
                 persisted: 1024 65000
                 file: /etc/sysctl.d/50-pool.conf
@@ -430,14 +426,18 @@ from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
 
 # Re-exported: tests use them here.
 from ansible.module_utils.portpool_snapshot import (  # noqa: F401  # pylint: disable=unused-import
-    FACT_NAMES,
     collect_sockets,
     network_snapshot,
     read_runtime,
     type_sysctls,
 )
 from ansible.module_utils.portpool_sockdiag import NetlinkUnavailable
-from ansible.module_utils.portpool_sysctl import KNOWN_KEYS, parse_kernel_version, read_sysctl
+from ansible.module_utils.portpool_sysctl import (
+    KNOWN_KEYS,
+    parse_kernel_version,
+    read_sysctl,
+    short_name,
+)
 
 
 def get_argument_spec():
@@ -507,6 +507,9 @@ def gather(module, params):
     persisted, more = read_persisted(KNOWN_KEYS, params["config_root"])
     warnings.extend(more)
     persisted["drift"] = find_drift(runtime, persisted["keys"])
+    # Facts name every sysctl by its short name, as `sysctl` does (docs/facts.md).
+    for table in ("keys", "drift"):
+        persisted[table] = {short_name(key): value for key, value in persisted[table].items()}
 
     limits, more = limits_facts(module, params["processes"], proc_root)
     warnings.extend(more)

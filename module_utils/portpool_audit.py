@@ -24,17 +24,13 @@ from ansible.module_utils.portpool_audit_advice import apply_fix, describe_value
 from ansible.module_utils.portpool_audit_facts import (  # noqa: F401  # pylint: disable=unused-import
     FactsError,
     HostContext,
-    as_text,
     check_facts,
-    dotted_name,
     show,
 )
 from ansible.module_utils.portpool_audit_policy import (  # noqa: F401  # pylint: disable=unused-import
-    DEFAULT_POLICY,
-    POLICY_VARS,
+    default_policy,
     merged_policy,
     policy_from_vars,
-    policy_problems,
 )
 from ansible.module_utils.portpool_audit_rules import (  # noqa: F401  # pylint: disable=unused-import
     RULE_IDS,

@@ -21,13 +21,14 @@ from __future__ import annotations
 import copy
 import os
 
-from ansible.module_utils.portpool_audit_facts import SHORT, as_text, dotted_name, show
-from ansible.module_utils.portpool_persisted import comparable
+from ansible.module_utils.portpool_audit_facts import show
 from ansible.module_utils.portpool_sysctl import (
-    parse_int,
-    parse_port_range,
-    parse_reserved_ports,
+    dotted_name,
+    from_text,
     pool_size,
+    same,
+    short_name,
+    to_text,
 )
 
 SYSCTL_CONF = "/etc/sysctl.conf"
@@ -123,17 +124,6 @@ def persist_fix(ctx, settings, runtime=True):
 
 # --------------------------------------------------------------------------- apply
 
-def _typed(key, text):
-    name = SHORT.get(key)
-    if text is None:
-        return None
-    if name == "ip_local_port_range":
-        return list(parse_port_range(text))
-    if name == "ip_local_reserved_ports":
-        return parse_reserved_ports(text) if text.strip() else []
-    return parse_int(text)
-
-
 def _order(files, path):
     """Reading position of a file: known files keep theirs; a new one sorts by name."""
     if path in files:
@@ -146,6 +136,7 @@ def _order(files, path):
 
 def _assign(persisted, key, path, text):
     """Set or delete (text None) the assignment of `key` in `path`; recompute the winner."""
+    key = short_name(key)
     keys = persisted.setdefault("keys", {})
     entry = keys.get(key)
     assigned = []
@@ -192,11 +183,11 @@ def apply_fix(facts, fix):
     sysctl = facts["sysctl"]
     if fix["shell"]:
         for key, text in fix["settings"].items():
-            sysctl[SHORT.get(key, key)] = _typed(key, text)
+            sysctl[short_name(key)] = from_text(key, text)
     drift = {}
     for key, entry in (persisted.get("keys") or {}).items():
-        now = as_text(key, sysctl.get(SHORT.get(key, key)))
-        if entry and comparable(key, now) != comparable(key, entry["value"]):
+        now = to_text(key, sysctl.get(short_name(key)))
+        if entry and not same(key, now, entry["value"]):
             drift[key] = {"runtime": now, "persisted": entry["value"], "file": entry["file"]}
     persisted["drift"] = drift
     _recount(facts)
@@ -216,7 +207,7 @@ def _apply_in_namespace(facts, fix):
         if item.get("inode") == inode and item.get("sysctl") is not None:
             changed = copy.deepcopy(item)
             for key, text in fix["settings"].items():
-                changed["sysctl"][SHORT.get(key, key)] = _typed(key, text)
+                changed["sysctl"][short_name(key)] = from_text(key, text)
             _recount(changed)
             items.append(changed)
         else:

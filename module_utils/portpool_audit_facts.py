@@ -14,28 +14,16 @@ from __future__ import annotations
 import math
 
 from ansible.module_utils.portpool_sysctl import (
-    format_reserved_ports,
+    PORT_LIST,
+    RANGE,
+    SHORT_NAMES,
+    dotted_name,
+    kind_of,
     merge_spans,
     normalise_value,
-    parse_reserved_ports,
+    short_name,
+    to_text,
 )
-
-# Short names of the sysctls portpool_facts reads, and the dotted names they stand for.
-DOTTED = {
-    "ip_local_port_range": "net.ipv4.ip_local_port_range",
-    "ip_local_reserved_ports": "net.ipv4.ip_local_reserved_ports",
-    "ip_unprivileged_port_start": "net.ipv4.ip_unprivileged_port_start",
-    "tcp_tw_reuse": "net.ipv4.tcp_tw_reuse",
-    "tcp_tw_reuse_delay": "net.ipv4.tcp_tw_reuse_delay",
-    "tcp_timestamps": "net.ipv4.tcp_timestamps",
-    "tcp_max_tw_buckets": "net.ipv4.tcp_max_tw_buckets",
-    "tcp_fin_timeout": "net.ipv4.tcp_fin_timeout",
-    "tcp_tw_recycle": "net.ipv4.tcp_tw_recycle",
-    "somaxconn": "net.core.somaxconn",
-    "nr_open": "fs.nr_open",
-    "file_max": "fs.file-max",
-}
-SHORT = {dotted: short for short, dotted in DOTTED.items()}
 
 # What one host may send: deeper or larger facts are refused, not walked.
 MAX_DEPTH = 8
@@ -44,40 +32,9 @@ MAX_TEXT = 4096
 MAX_INT = 2 ** 63
 
 
-def short_name(key):
-    """`net.ipv4.tcp_tw_reuse` -> `tcp_tw_reuse`; short names pass through."""
-    key = str(key)
-    return SHORT.get(key, key)
-
-
-def dotted_name(key):
-    """`tcp_tw_reuse` -> `net.ipv4.tcp_tw_reuse`; unknown names pass through."""
-    return DOTTED.get(short_name(key), str(key))
-
-
 def proc_path(key):
     """Where the runtime value lives: `/proc/sys/net/ipv4/tcp_tw_reuse`."""
     return "/proc/sys/" + dotted_name(key).replace(".", "/")
-
-
-def as_text(key, value):
-    """A sysctl value as the kernel prints it (whitespace-normalised), or None.
-
-    Typed runtime values ([low, high], [[low, high], ...], 1) and text from a
-    sysctl.d file ("32768\t60999", "8080,9000-9010") give the same text.
-    """
-    if value is None:
-        return None
-    if short_name(key) == "ip_local_reserved_ports":
-        if isinstance(value, (list, tuple)):
-            return format_reserved_ports(merge_spans([list(span) for span in value]))
-        try:
-            return format_reserved_ports(parse_reserved_ports(value))
-        except ValueError:
-            return normalise_value(value)
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(item) for item in value)
-    return normalise_value(value)
 
 
 def show(text):
@@ -153,16 +110,16 @@ def _list(where, value):
 def _check_sysctl(table):
     for name, value in table.items():
         where = "sysctl.%s" % name
-        if name not in DOTTED:
+        if name not in SHORT_NAMES:
             raise FactsError("%s: not a key portpool_facts reports" % where)
-        if name == "ip_local_port_range" and value is not None:
+        if kind_of(name) == RANGE and value is not None:
             if not isinstance(value, list) or len(value) != 2:
                 raise FactsError("%s: expected [low, high]" % where)
             _port(where + "[0]", value[0])
             _port(where + "[1]", value[1])
             if value[0] > value[1]:
                 raise FactsError("%s: low end above the high end" % where)
-        elif name == "ip_local_reserved_ports" and value is not None:
+        elif kind_of(name) == PORT_LIST and value is not None:
             for index, span in enumerate(_list(where, value)):
                 if not isinstance(span, list) or len(span) != 2:
                     raise FactsError("%s[%d]: expected [low, high]" % (where, index))
@@ -178,6 +135,8 @@ def _check_persisted(persisted):
         _kind("persisted.files[%d]" % index, path, (str,), nullable=False)
     for key, given in _dict("persisted.keys", persisted.get("keys")).items():
         where = "persisted.keys.%s" % key
+        if key not in SHORT_NAMES:
+            raise FactsError("%s: not a key portpool_facts reports" % where)
         entry = _dict(where, given)
         if not entry:
             continue
@@ -188,6 +147,8 @@ def _check_persisted(persisted):
             _kind("%s.also[%d].file" % (where, index), other.get("file"), (str,), False)
             _kind("%s.also[%d].value" % (where, index), other.get("value"), (str,))
     for key, entry in _dict("persisted.drift", persisted.get("drift")).items():
+        if key not in SHORT_NAMES:
+            raise FactsError("persisted.drift.%s: not a key portpool_facts reports" % key)
         _dict("persisted.drift.%s" % key, entry, nullable=False)
 
 
@@ -275,7 +236,7 @@ class HostContext:
         return as_int(self.sysctl(key))
 
     def sysctl_text(self, key):
-        return as_text(key, self.sysctl(key))
+        return to_text(key, self.sysctl(key))
 
     def port_range(self):
         """(low, high) of the runtime range, or None."""
@@ -297,7 +258,7 @@ class HostContext:
         None when no file sets it. `also` are the other assignments, in reading order.
         """
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
-        entry = keys.get(dotted_name(key))
+        entry = keys.get(short_name(key))
         if not entry:
             return None
         also = [{"file": item["file"], "value": item.get("value")}
@@ -305,13 +266,14 @@ class HostContext:
         return {"value": entry["value"], "file": entry["file"], "also": also}
 
     def persisted_keys(self):
-        """Dotted names of every key some persisted file sets."""
+        """Dotted names (as files write them) of every key some persisted file sets."""
         keys = (self.facts.get("persisted") or {}).get("keys") or {}
-        return sorted(name for name, entry in keys.items() if entry)
+        return sorted(dotted_name(name) for name, entry in keys.items() if entry)
 
     def persisted_drift(self):
         """Dotted names of keys whose runtime value differs from the boot winner."""
-        return sorted((self.facts.get("persisted") or {}).get("drift") or {})
+        return sorted(dotted_name(name)
+                      for name in (self.facts.get("persisted") or {}).get("drift") or {})
 
     def persisted_files(self):
         return list((self.facts.get("persisted") or {}).get("files") or [])
@@ -326,7 +288,7 @@ class HostContext:
             dotted_name(key), show(self.sysctl_text(key)), proc_path(key))
         entry = self.persisted_entry(key)
         if entry:
-            text += "; at boot %s from %s" % (show(as_text(key, entry["value"])), entry["file"])
+            text += "; at boot %s from %s" % (show(to_text(key, entry["value"])), entry["file"])
         else:
             text += "; no sysctl file sets it"
         return text

@@ -15,11 +15,16 @@ from __future__ import annotations
 import math
 
 from ansible.module_utils.portpool_audit_advice import describe_values, shell_line
-from ansible.module_utils.portpool_audit_facts import HostContext, as_text, dotted_name, show
+from ansible.module_utils.portpool_audit_facts import HostContext, show
 from ansible.module_utils.portpool_sysctl import (
+    RANGE,
+    dotted_name,
     format_reserved_ports,
+    kind_of,
     parse_port_range,
     same_parity,
+    short_name,
+    to_text,
 )
 
 # Kernel defaults a new network namespace starts from.
@@ -100,10 +105,9 @@ def _wanted(ctx, key):
     desired = ctx.policy.get("desired") or {}
     for name in (key, dotted_name(key)):
         if name in desired:
-            return as_text(key, desired[name])
+            return to_text(key, desired[name])
     host = ctx.sysctl_text(key)
-    short = dotted_name(key).rsplit(".", 1)[1]
-    return None if host == NAMESPACE_DEFAULTS.get(short) else host
+    return None if host == NAMESPACE_DEFAULTS.get(short_name(key)) else host
 
 
 def _falls_short(key, have, want):
@@ -114,7 +118,7 @@ def _falls_short(key, have, want):
     """
     if want is None or have == want:
         return False
-    if dotted_name(key) == "net.ipv4.ip_local_port_range":
+    if kind_of(key) == RANGE:
         (have_low, have_high), (want_low, want_high) = (
             parse_port_range(have), parse_port_range(want))
         return have_low > want_low or have_high < want_high
@@ -133,7 +137,7 @@ def check_namespace_settings(ctx):
                 short[dotted_name(key)] = (have, want)
         if not short:
             continue
-        defaults = all(have == NAMESPACE_DEFAULTS.get(key.rsplit(".", 1)[1])
+        defaults = all(have == NAMESPACE_DEFAULTS.get(short_name(key))
                        for key, (have, _want) in short.items())
         settings = {key: want for key, (_have, want) in short.items()}
         hits.append(_hit(

@@ -1,185 +1,55 @@
 # -*- coding: utf-8 -*-
 # Copyright: portpool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The portpool_audit_policy action: every host's policy, checked before any host is contacted.
+"""The audit policy: declared once, in roles/portpool_audit/meta/argument_specs.yml.
 
-Types, choices and required keys come from the role's meta/argument_specs.yml, as
-ansible.builtin.validate_argument_spec checks them; the bounds a spec cannot say
-(thresholds against each other, rule ids) come from policy_problems below,
-the same code the rules use, so the check and the audit cannot disagree.
+That spec is the policy's only declaration: its options' types, choices and
+defaults. ArgumentSpecValidator's validated values, renamed (policy_key), ARE the
+policy; the bounds a spec cannot say (thresholds against each other, rule ids)
+are checked here, by the same code the rules use, so the check and the audit
+cannot disagree. The portpool_audit_policy action runs the check for every host
+before any is contacted, and hands back each host's validated values; the
+portpool_audit action reads the policy from them.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+
 import yaml  # the controller's PyYAML: this runs in an action, never on a target
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.portpool_audit_facts import dotted_name
 from ansible.module_utils.portpool_audit_rules import RULE_IDS, SEVERITIES
-from ansible.module_utils.portpool_sysctl import KNOWN_KEYS
+from ansible.module_utils.portpool_sysctl import NET_KEYS, dotted_name
 
-# Reserved ports are host-specific (each host reserves its own listeners), so they
-# are not drift by default.
-DEFAULT_DRIFT_KEYS = (
-    "ip_local_port_range",
-    "ip_unprivileged_port_start",
-    "tcp_tw_reuse",
-    "tcp_timestamps",
-    "tcp_max_tw_buckets",
-    "tcp_fin_timeout",
-)
+# Where the role's spec lies from here: module_utils/ in the playbook project,
+# plugins/plugin_utils/ in the generated collection.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SPEC_CANDIDATES = tuple(
+    os.path.join(_HERE, up, "roles", "portpool_audit", "meta", "argument_specs.yml")
+    for up in (os.pardir, os.path.join(os.pardir, os.pardir)))
 
-DEFAULT_POLICY = {
-    "min_usable_ports": 16384,
-    "pool_headroom": 2.0,
-    "destination_warn": 0.5,
-    "destination_high": 0.8,
-    "service_ports": [],
-    "min_tw_buckets": None,
-    "processes": [],
-    "bind_zero_programs": [],
-    "desired": {},
-    "drift_keys": list(DEFAULT_DRIFT_KEYS),
-    "drift_min_hosts": 3,
-    # Keys a container's namespace should match the host (or the policy) on: a new
-    # namespace starts from the kernel's defaults, not the host's tuned values.
-    "namespace_keys": ["ip_local_port_range", "tcp_tw_reuse"],
-    "severity": {},
-    "waivers": [],
-    "fail_on": "high",
-    "managed_file": "60-portpool.conf",
+# Options of the spec that are not the audit's policy.
+NOT_POLICY = frozenset({"portpool_report_dir"})
+# Options shared with other roles, and the policy key each sets; every other
+# option portpool_audit_<key> sets <key>.
+SHARED_KEYS = {
+    "portpool_preflight_fail_on": "fail_on",
+    "portpool_tune_file_name": "managed_file",
 }
+PREFIX = "portpool_audit_"
+
+_OPTIONS = {}
+_VALIDATED = {}
 
 
-def merged_policy(policy):
-    merged = dict(DEFAULT_POLICY)
-    for key, value in (policy or {}).items():
-        if value is not None or key == "min_tw_buckets":
-            merged[key] = value
-    return merged
-
-
-# Role variables (roles/portpool_audit) and the policy keys they set.
-POLICY_VARS = {
-    "portpool_audit_min_usable_ports": ("min_usable_ports", int),
-    "portpool_audit_pool_headroom": ("pool_headroom", float),
-    "portpool_audit_destination_warn": ("destination_warn", float),
-    "portpool_audit_destination_high": ("destination_high", float),
-    "portpool_audit_service_ports": ("service_ports", list),
-    "portpool_audit_min_tw_buckets": ("min_tw_buckets", int),
-    "portpool_audit_processes": ("processes", list),
-    "portpool_audit_bind_zero_programs": ("bind_zero_programs", list),
-    "portpool_audit_desired": ("desired", dict),
-    "portpool_audit_drift_keys": ("drift_keys", list),
-    "portpool_audit_drift_min_hosts": ("drift_min_hosts", int),
-    "portpool_audit_namespace_keys": ("namespace_keys", list),
-    "portpool_audit_severity": ("severity", dict),
-    "portpool_audit_waivers": ("waivers", list),
-    "portpool_preflight_fail_on": ("fail_on", str),
-    "portpool_tune_file_name": ("managed_file", str),
-}
-
-
-# Role variables that are task options, not policy, with the bounds the argument
-# spec cannot express: (converter, test, rule).
-OPTION_BOUNDS = {
-    "portpool_audit_probe_sample_ports": (int, lambda value: value >= 2, ">= 2"),
-    "portpool_audit_probe_churn_seconds": (float, lambda value: value >= 0, ">= 0"),
-    "portpool_audit_destinations_top": (int, lambda value: value >= 1, ">= 1"),
-    "portpool_audit_namespace_max": (int, lambda value: value >= 0, ">= 0"),
-}
-
-
-def policy_from_vars(variables, host="this host"):
-    """Turn the role's variables into a policy dict; ValueError names every bad variable."""
-    policy, problems = _read_policy(variables, host)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return policy
-
-
-def policy_problems(variables, host="this host"):
-    """Every reason the role's variables are not a valid policy for host; [] when they are.
-
-    Covers what meta/argument_specs.yml cannot say: thresholds against each other,
-    rule ids in waivers and severities, and the bounds of the probe's options.
-    """
-    problems = _read_policy(variables, host)[1]
-    for name, (kind, good, rule) in OPTION_BOUNDS.items():
-        if name not in (variables or {}):
-            continue
-        try:
-            ok = good(kind(variables[name]))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            problems.append("%s of %s must be %s" % (name, host, rule))
-    return problems
-
-
-def _file_name_ok(name):
-    return (isinstance(name, str) and name.endswith(".conf") and "/" not in name
-            and name not in (".conf", "..conf"))
-
-
-def _read_policy(variables, host):
-    policy, problems = {}, []
-    for name, (key, kind) in POLICY_VARS.items():
-        if name not in (variables or {}):
-            continue
-        value = variables[name]
-        if value is None or (kind is str and value == ""):
-            policy[key] = None
-            continue
-        try:
-            if kind in (int, float):
-                value = kind(value)
-            elif not isinstance(value, kind):
-                raise TypeError("expected a %s" % kind.__name__)
-        except (TypeError, ValueError) as exc:
-            problems.append("%s of %s: %r is not valid (%s)" % (name, host, value, exc))
-            continue
-        policy[key] = value
-    if problems:
-        return policy, problems
-    merged = merged_policy(policy)
-    checks = (
-        ("portpool_audit_min_usable_ports", merged["min_usable_ports"] >= 1, ">= 1"),
-        ("portpool_audit_pool_headroom", merged["pool_headroom"] >= 1, ">= 1"),
-        ("portpool_audit_destination_warn",
-         0 < merged["destination_warn"] <= merged["destination_high"] <= 1,
-         "in (0, 1] and not above portpool_audit_destination_high"),
-        ("portpool_audit_destination_high", merged["destination_high"] <= 1, "<= 1"),
-        ("portpool_audit_drift_min_hosts", merged["drift_min_hosts"] >= 2, ">= 2"),
-        ("portpool_preflight_fail_on", merged["fail_on"] in SEVERITIES,
-         "one of %s" % ", ".join(SEVERITIES)),
-        ("portpool_tune_file_name", _file_name_ok(merged["managed_file"]),
-         "a file name ending in .conf, without a directory"),
-    )
-    for name, good, rule in checks:
-        if not good:
-            problems.append("%s of %s must be %s" % (name, host, rule))
-    for item in merged["waivers"]:
-        if not isinstance(item, dict) or item.get("rule") not in (*RULE_IDS, "*"):
-            problems.append("portpool_audit_waivers of %s: %r needs a rule id "
-                            "(PP001...) or *" % (host, item))
-    unknown = [key for key in merged["namespace_keys"] or []
-               if dotted_name(key) not in KNOWN_KEYS or not dotted_name(key).startswith("net.")]
-    if unknown:
-        problems.append("portpool_audit_namespace_keys of %s: %s not a per-namespace "
-                        "(net.*) key portpool reads" % (host, ", ".join(map(str, unknown))))
-    for rule_id, severity in (merged["severity"] or {}).items():
-        if rule_id not in RULE_IDS or severity not in SEVERITIES:
-            problems.append("portpool_audit_severity of %s: %s: %s is not a rule id and "
-                            "severity" % (host, rule_id, severity))
-    return policy, problems
-
-
-def policy_argument_spec():
-    return {
-        "policies": {"type": "dict", "required": True},
-        "spec_file": {"type": "path", "required": True},
-        "entry_point": {"type": "str", "default": "main"},
-    }
+def spec_file():
+    """The role's meta/argument_specs.yml, next to the project or the collection."""
+    for path in SPEC_CANDIDATES:
+        if os.path.isfile(path):
+            return os.path.normpath(path)
+    raise ValueError("roles/portpool_audit/meta/argument_specs.yml not found near %s" % _HERE)
 
 
 def spec_options(spec_text, entry_point):
@@ -189,6 +59,168 @@ def spec_options(spec_text, entry_point):
     except (yaml.YAMLError, KeyError, TypeError) as exc:
         raise ValueError("no options for entry point %r in the argument spec (%s)"
                          % (entry_point, exc)) from exc
+
+
+def role_options(path=None, entry_point="main"):
+    """The options of the role's spec (read once per file and entry point)."""
+    path = path or spec_file()
+    if (path, entry_point) not in _OPTIONS:
+        with open(path, encoding="utf-8") as handle:
+            _OPTIONS[path, entry_point] = spec_options(handle.read(), entry_point)
+    return _OPTIONS[path, entry_point]
+
+
+def policy_key(name):
+    """`portpool_audit_min_usable_ports` -> `min_usable_ports`; None for a non-policy option."""
+    if name in NOT_POLICY:
+        return None
+    if name in SHARED_KEYS:
+        return SHARED_KEYS[name]
+    return name[len(PREFIX):] if name.startswith(PREFIX) else None
+
+
+def policy_var_names(options=None):
+    """{policy key: variable name}, in the spec's order."""
+    return {policy_key(name): name for name in (options or role_options())
+            if policy_key(name)}
+
+
+def validated_values(variables, options=None):
+    """(every option's value, typed and defaulted, error messages) for one host's variables.
+
+    Unset, null and (for text) empty variables take the spec's default, as they
+    did when the role's defaults filled them in. Variables the spec does not
+    declare are left out (portpool_variables warns about misspelt ones).
+    """
+    options = options or role_options()
+    given = {}
+    for name, value in (variables or {}).items():
+        spec = options.get(name)
+        if spec is None or value is None:
+            continue
+        if value == "" and spec.get("type", "str") == "str":
+            continue
+        given[name] = _unset_dropped(spec, value)
+    cache_key = (id(options), json.dumps(given, sort_keys=True, default=repr))
+    if cache_key not in _VALIDATED:
+        # The validator fills a dict option's default in place: give it copies.
+        result = ArgumentSpecValidator(copy.deepcopy(options)).validate(copy.deepcopy(given))
+        # The options are kept with the result so their id() is never reused.
+        _VALIDATED[cache_key] = (options, result.validated_parameters,
+                                 list(result.error_messages))
+    _options, values, errors = _VALIDATED[cache_key]
+    values = {name: _unset_dropped(options[name], value) for name, value in values.items()}
+    return copy.deepcopy(values), list(errors)
+
+
+def _unset_dropped(spec, value):
+    """A dict option with sub-options (portpool_audit_severity) without its null entries.
+
+    The validator lists every sub-option, unset ones as null; dropping them makes
+    validated values validate again to themselves.
+    """
+    if spec.get("type") == "dict" and spec.get("options") and isinstance(value, dict):
+        return {key: item for key, item in value.items() if item is not None}
+    return value
+
+
+def as_policy(values):
+    """The policy from validated values: each option under its policy key."""
+    return {policy_key(name): value for name, value in values.items() if policy_key(name)}
+
+
+def policy_from_vars(variables, host="this host", options=None):
+    """A host's policy from its variables; ValueError names every bad variable."""
+    values, errors = validated_values(variables, options)
+    if errors:
+        raise ValueError("; ".join(_named(message, variables, host) for message in errors))
+    problems = bounds_problems(values, host)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return as_policy(values)
+
+
+def _named(message, variables, host):
+    """A validator message led by the variable it is about (it names it somewhere inside)."""
+    for name in variables or {}:
+        if name in message:
+            return "%s of %s: %s" % (name, host, message)
+    return "%s: %s" % (host, message)
+
+
+def default_policy():
+    """The policy of a host that sets nothing: every default of the spec."""
+    return policy_from_vars({})
+
+
+def merged_policy(policy):
+    """A partial policy (tests, hand-made calls) completed with the defaults."""
+    merged = default_policy()
+    for key, value in (policy or {}).items():
+        if value is not None or key == "min_tw_buckets":
+            merged[key] = value
+    return merged
+
+
+def _file_name_ok(name):
+    return (isinstance(name, str) and name.endswith(".conf") and "/" not in name
+            and name not in (".conf", "..conf"))
+
+
+def bounds_problems(values, host="this host"):
+    """What the spec cannot say about validated values; [] when they are a valid policy.
+
+    Thresholds against each other, rule ids in waivers and severities, the
+    namespace keys, and the bounds of the probe's options.
+    """
+    value = values.get
+    checks = (
+        ("portpool_audit_min_usable_ports", value("portpool_audit_min_usable_ports") >= 1,
+         ">= 1"),
+        ("portpool_audit_pool_headroom", value("portpool_audit_pool_headroom") >= 1, ">= 1"),
+        ("portpool_audit_destination_warn",
+         0 < value("portpool_audit_destination_warn")
+         <= value("portpool_audit_destination_high") <= 1,
+         "in (0, 1] and not above portpool_audit_destination_high"),
+        ("portpool_audit_destination_high", value("portpool_audit_destination_high") <= 1,
+         "<= 1"),
+        ("portpool_audit_drift_min_hosts", value("portpool_audit_drift_min_hosts") >= 2, ">= 2"),
+        ("portpool_preflight_fail_on", value("portpool_preflight_fail_on") in SEVERITIES,
+         "one of %s" % ", ".join(SEVERITIES)),
+        ("portpool_tune_file_name", _file_name_ok(value("portpool_tune_file_name")),
+         "a file name ending in .conf, without a directory"),
+        ("portpool_audit_probe_sample_ports", value("portpool_audit_probe_sample_ports") >= 2,
+         ">= 2"),
+        ("portpool_audit_probe_churn_seconds", value("portpool_audit_probe_churn_seconds") >= 0,
+         ">= 0"),
+        ("portpool_audit_destinations_top", value("portpool_audit_destinations_top") >= 1,
+         ">= 1"),
+        ("portpool_audit_namespace_max", value("portpool_audit_namespace_max") >= 0, ">= 0"),
+    )
+    problems = ["%s of %s must be %s" % (name, host, rule) for name, good, rule in checks
+                if not good]
+    for item in value("portpool_audit_waivers") or []:
+        if not isinstance(item, dict) or item.get("rule") not in (*RULE_IDS, "*"):
+            problems.append("portpool_audit_waivers of %s: %r needs a rule id "
+                            "(PP001...) or *" % (host, item))
+    unknown = [key for key in value("portpool_audit_namespace_keys") or []
+               if dotted_name(key) not in NET_KEYS]
+    if unknown:
+        problems.append("portpool_audit_namespace_keys of %s: %s not a per-namespace "
+                        "(net.*) key portpool reads" % (host, ", ".join(map(str, unknown))))
+    for rule_id, severity in (value("portpool_audit_severity") or {}).items():
+        if rule_id not in RULE_IDS or severity not in SEVERITIES:
+            problems.append("portpool_audit_severity of %s: %s: %s is not a rule id and "
+                            "severity" % (host, rule_id, severity))
+    return problems
+
+
+def policy_argument_spec():
+    return {
+        "policies": {"type": "dict", "required": True},
+        "spec_file": {"type": "path", "required": True},
+        "entry_point": {"type": "str", "default": "main"},
+    }
 
 
 def grouped_problems(problems_by_host):
@@ -210,20 +242,30 @@ def grouped_problems(problems_by_host):
             for text, hosts in groups.items()]
 
 
-def problems_by_host(policies, options):
-    """{host: [problem, ...]} for the hosts with problems, each naming host and variable."""
-    found = {}
+def check_hosts(policies, options):
+    """({host: [problem, ...]} for the hosts with problems, {host: validated values}).
+
+    Each problem names its host and variable; a host with problems has no values.
+    """
+    found, validated = {}, {}
     for host, variables in policies.items():
         if not isinstance(variables, dict):
             found[host] = ["%s: its policy variables were not collected" % host]
             continue
-        result = ArgumentSpecValidator(options).validate(dict(variables))
-        errors = ["%s: %s" % (host, message) for message in result.error_messages]
+        values, errors = validated_values(variables, options)
         # Bounds only make sense once the types are right.
-        problems = errors or policy_problems(variables, host)
+        problems = (["%s: %s" % (host, message) for message in errors]
+                    or bounds_problems(values, host))
         if problems:
             found[host] = problems
-    return found
+        else:
+            validated[host] = values
+    return found, validated
+
+
+def problems_by_host(policies, options):
+    """{host: [problem, ...]} for the hosts with problems, each naming host and variable."""
+    return check_hosts(policies, options)[0]
 
 
 def check_policies(policies, options):

@@ -20,22 +20,19 @@ from ansible.module_utils.portpool_audit_advice import (
     make_fix,
     persist_fix,
 )
-from ansible.module_utils.portpool_audit_facts import (
-    as_text,
-    dotted_name,
-    proc_path,
-    show,
-)
+from ansible.module_utils.portpool_audit_facts import proc_path, show
 from ansible.module_utils.portpool_audit_namespaces import (
     check_namespace_listeners,
     check_namespace_pressure,
     check_namespace_settings,
 )
 from ansible.module_utils.portpool_sysctl import (
+    dotted_name,
     format_reserved_ports,
     parse_port_range,
     reserved_in_range,
     same_parity,
+    to_text,
 )
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -195,7 +192,7 @@ def check_privileged_overlap(ctx):
     entry = ctx.persisted_entry("ip_local_port_range")
     if entry:
         try:
-            boot = parse_port_range(as_text("ip_local_port_range", entry["value"]))
+            boot = parse_port_range(to_text("ip_local_port_range", entry["value"]))
         except ValueError:
             boot = None
         if boot is not None and boot != rng:
@@ -313,7 +310,7 @@ def check_tw_recycle(ctx):
         hits.append(_hit(
             "%s sets %s = %s, a key this kernel no longer has (removed in 4.12): "
             "`sysctl -p` reports an error for it and stops being a reliable check." % (
-                ", ".join(files), key, show(as_text(key, entry["value"]))),
+                ", ".join(files), key, show(to_text(key, entry["value"]))),
             "Remove the key from every sysctl file.", "medium",
             fixes=[make_fix({}, None, [(path, key) for path in files], runtime=False)]))
     return hits
@@ -440,7 +437,7 @@ def check_persisted_drift(ctx):
     hits = []
     for key in ctx.persisted_drift():
         entry = ctx.persisted_entry(key) or {}
-        boot = as_text(key, entry.get("value"))
+        boot = to_text(key, entry.get("value"))
         runtime = ctx.sysctl_text(key)
         fixes = []
         if runtime is not None:
@@ -465,10 +462,10 @@ def check_persisted_duplicates(ctx):
         others = entry["also"]
         if not others:
             continue
-        winner = as_text(key, entry["value"])
-        listing = "; ".join("%s sets %s" % (item["file"], show(as_text(key, item["value"])))
+        winner = to_text(key, entry["value"])
+        listing = "; ".join("%s sets %s" % (item["file"], show(to_text(key, item["value"])))
                             for item in others)
-        agree = all(as_text(key, item["value"]) == winner for item in others
+        agree = all(to_text(key, item["value"]) == winner for item in others
                     if item["value"] is not None)
         files = list(dict.fromkeys([item["file"] for item in others] + [entry["file"]]))
         keep = managed if managed in files else entry["file"]
@@ -547,7 +544,7 @@ def check_desired(ctx):
     """PP016: a setting differs from the value the policy wants."""
     hits = []
     for key, want in sorted((ctx.policy.get("desired") or {}).items()):
-        want_text = as_text(key, want)
+        want_text = to_text(key, want)
         have = ctx.sysctl_text(key)
         if have == want_text:
             continue

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from ansible.module_utils.portpool_audit import (
     SEVERITIES,
@@ -32,6 +31,8 @@ from ansible.module_utils.portpool_files import (
     make_private_dir,
     safe_file_name,
     unique_file_names,
+    utc_now,
+    utc_stamp,
 )
 from ansible.module_utils.portpool_result_summary import host_summary
 
@@ -44,10 +45,6 @@ def audit_argument_spec():
     }
 
 
-def utc_now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def resolve_run_dir(run_dir, base_dir, stamp=None):
     """Absolute run folder; a new `reports/<timestamp>` one when run_dir is empty."""
     base = os.path.abspath(base_dir)
@@ -55,7 +52,7 @@ def resolve_run_dir(run_dir, base_dir, stamp=None):
         base = os.path.dirname(base)
     if run_dir:
         return os.path.normpath(os.path.join(base, run_dir)), False
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = stamp or utc_stamp()
     return os.path.join(base, "reports", stamp), True
 
 

@@ -17,6 +17,7 @@ import itertools
 import os
 import re
 import tempfile
+import time
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -115,3 +116,13 @@ def unique_file_names(names):
         seen.add(name.casefold())
         unique.append(name)
     return unique
+
+
+def utc_now():
+    """The time now in UTC, to the second: `2026-12-04T15:41:31Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def utc_stamp():
+    """The time now in UTC for a folder name: `20261204T154131Z`."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

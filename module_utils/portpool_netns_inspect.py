@@ -4,11 +4,13 @@
 """Read each network namespace's pool from inside it, within count and time bounds.
 
 Sysctls under /proc/sys/net and sock_diag sockets answer for the network
-namespace of the process asking, so each namespace is read by a forked child
-that setns()-es into it, takes the same snapshot portpool_facts takes of the
-host, and writes it back as JSON on a pipe. The parent never changes namespace.
-A child past its deadline is killed; the run stops starting children once its
-time budget is spent, and says how many it skipped and why.
+namespace of the process asking, so the namespaces are read by one forked child
+that setns()-es into each in turn, takes the same snapshot portpool_facts takes
+of the host, and writes it back as one JSON line per namespace on a pipe (a
+fork per namespace cost more than the reading). The parent never changes
+namespace. A child that gives no line for CHILD_SECONDS is killed and a new one
+goes on with the rest; once the time budget is spent the rest are skipped, and
+the fact says how many and why.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ import time
 
 from ansible.module_utils.portpool_netns_discover import discover
 from ansible.module_utils.portpool_netns_names import Namer
-from ansible.module_utils.portpool_snapshot import NET_KEYS, network_snapshot
+from ansible.module_utils.portpool_snapshot import network_snapshot
+from ansible.module_utils.portpool_sysctl import NET_KEYS
 
 CLONE_NEWNET = 0x40000000
 # A child reading one namespace takes milliseconds; this is for a stuck one.
 CHILD_SECONDS = 5.0
-# Two children at once: the machines this runs on may have two cores.
-PARALLEL = 2
 MAX_REPLY_BYTES = 4 << 20
 
 
@@ -52,24 +53,26 @@ def _setns(fd):
         raise OSError(err, os.strerror(err))
 
 
-def _child(fd, write_end, destinations_top):
-    """Runs in the forked child: join the namespace, snapshot, reply, exit."""
-    code = 0
-    try:
-        _setns(fd)
-        facts, _runtime, warnings = network_snapshot(
-            NET_KEYS, "/proc", "auto", destinations_top)
-        reply = {"facts": facts, "warnings": warnings}
-    except Exception as exc:  # everything goes back to the parent as a reason
-        reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
-        code = 1
-    try:
-        data = json.dumps(reply).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(write_end, view):]
-    finally:
-        os._exit(code)
+def _walker(paths, write_end, destinations_top):
+    """Runs in the forked child: for each namespace, join it, snapshot, one line out."""
+    with os.fdopen(write_end, "w", encoding="utf-8") as out:
+        for index, candidates in enumerate(paths):
+            try:
+                fd = _open_first(candidates)
+                try:
+                    _setns(fd)
+                finally:
+                    os.close(fd)
+                facts, _runtime, warnings = network_snapshot(
+                    NET_KEYS, "/proc", "auto", destinations_top)
+                reply = {"facts": facts, "warnings": warnings}
+            except OSError as exc:
+                reply = {"error": "cannot enter: %s" % (exc.strerror or exc)}
+            except Exception as exc:  # everything goes back to the parent as a reason
+                reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+            out.write(json.dumps([index, reply]) + "\n")
+            out.flush()
+    os._exit(0)
 
 
 def run_inside(path, func, seconds=CHILD_SECONDS):
@@ -116,10 +119,13 @@ def run_inside(path, func, seconds=CHILD_SECONDS):
     return reply["value"]
 
 
-def _open_namespace(namespace, proc_root):
-    """An fd on the namespace: through a named file, else through a holder pid."""
+def _paths(namespace, proc_root):
+    """Files that lead to a namespace: its named files, then its holders' ns links."""
     paths = [os.path.join(directory, name) for directory, name in namespace.named]
-    paths += [os.path.join(proc_root, str(pid), "ns", "net") for pid in namespace.pids]
+    return paths + [os.path.join(proc_root, str(pid), "ns", "net") for pid in namespace.pids]
+
+
+def _open_first(paths):
     last = None
     for path in paths:
         try:
@@ -129,67 +135,58 @@ def _open_namespace(namespace, proc_root):
     raise last or OSError("no path to the namespace")
 
 
-def _start(namespace, proc_root, destinations_top):
-    fd = _open_namespace(namespace, proc_root)
+def _spawn(paths, destinations_top):
     read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        for end in (fd, read_end, write_end):
-            os.close(end)
-        raise
+    pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _child(fd, write_end, destinations_top)
-    os.close(fd)
+        _walker(paths, write_end, destinations_top)
     os.close(write_end)
     return pid, read_end
-
-
-def _finish(pid, read_end, chunks, timed_out):
-    if timed_out:
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    os.close(read_end)
-    if timed_out:
-        return {"error": "no answer within %.0f s" % CHILD_SECONDS}
-    try:
-        return json.loads(b"".join(chunks) or b"{}") or {"error": "the reader died"}
-    except ValueError as exc:
-        return {"error": "unreadable answer: %s" % exc}
 
 
 def read_all(namespaces, proc_root="/proc", destinations_top=20, budget=10.0):
     """{inode: reply} for each namespace read; the ones past the budget are left out."""
     deadline = time.monotonic() + budget
-    queue = list(namespaces)
-    running = {}  # read_end -> (namespace, pid, chunks, started)
+    pending = list(namespaces)
     replies = {}
-    while queue or running:
-        while queue and len(running) < PARALLEL and time.monotonic() < deadline:
-            namespace = queue.pop(0)
-            try:
-                pid, read_end = _start(namespace, proc_root, destinations_top)
-            except OSError as exc:
-                replies[namespace.inode] = {"error": "cannot enter: %s" % (exc.strerror or exc)}
-                continue
-            running[read_end] = (namespace, pid, [], time.monotonic())
-        if not running:
-            break
-        ready, _w, _x = select.select(list(running), [], [], 0.1)
-        now = time.monotonic()
-        for read_end in list(running):
-            namespace, pid, chunks, started = running[read_end]
-            done = timed_out = False
-            if read_end in ready:
-                data = os.read(read_end, 65536)
-                chunks.append(data)
-                done = not data or sum(map(len, chunks)) > MAX_REPLY_BYTES
-            if not done and now - started > CHILD_SECONDS:
-                done = timed_out = True
-            if done:
-                del running[read_end]
-                replies[namespace.inode] = _finish(pid, read_end, chunks, timed_out)
+    while pending and time.monotonic() < deadline:
+        pid, read_end = _spawn([_paths(ns, proc_root) for ns in pending], destinations_top)
+        done, buffer, last = 0, b"", time.monotonic()
+        try:
+            while done < len(pending):
+                now = time.monotonic()
+                if now >= deadline or now - last > CHILD_SECONDS:
+                    break
+                ready, _w, _x = select.select([read_end], [], [], 0.1)
+                if not ready:
+                    continue
+                data = os.read(read_end, 1 << 16)
+                if not data:
+                    break
+                buffer += data
+                if len(buffer) > MAX_REPLY_BYTES:
+                    break
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        index, reply = json.loads(line)
+                        replies[pending[index].inode] = reply
+                    except (ValueError, TypeError, IndexError):
+                        continue
+                    done = max(done, index + 1)
+                    last = time.monotonic()
+        finally:
+            if done < len(pending):
+                os.kill(pid, signal.SIGKILL)
+            os.close(read_end)
+            os.waitpid(pid, 0)
+        if done < len(pending) and time.monotonic() < deadline:
+            # The one in hand did not answer: report it and go on with the rest.
+            replies[pending[done].inode] = {
+                "error": "no answer within %.0f s" % CHILD_SECONDS}
+            done += 1
+        pending = pending[done:]
     return replies
 
 

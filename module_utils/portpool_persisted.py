@@ -30,12 +30,7 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from ansible.module_utils.portpool_sysctl import (
-    normalise_value,
-    parse_int,
-    parse_port_range,
-    parse_reserved_ports,
-)
+from ansible.module_utils.portpool_sysctl import normalise_value, same
 
 SYSCTL_D_DIRS = (
     "/etc/sysctl.d",
@@ -249,21 +244,6 @@ def read_persisted(keys, root="/"):
     }, warnings
 
 
-def comparable(key, value):
-    """A value in a form where equal settings compare equal (`1024 65535` vs `1024\\t65535`)."""
-    text = normalise_value(value)
-    if text is None:
-        return None
-    try:
-        if key.endswith("ip_local_port_range"):
-            return list(parse_port_range(text))
-        if key.endswith("ip_local_reserved_ports"):
-            return parse_reserved_ports(text)
-        return parse_int(text)
-    except ValueError:
-        return text
-
-
 def find_drift(runtime, persisted_keys):
     """Keys whose runtime value differs from the value that would win at boot.
 
@@ -276,6 +256,6 @@ def find_drift(runtime, persisted_keys):
         if winner is None:
             continue
         now = runtime.get(key)
-        if comparable(key, now) != comparable(key, winner["value"]):
+        if not same(key, now, winner["value"]):
             drift[key] = {"runtime": now, "persisted": winner["value"], "file": winner["file"]}
     return drift

@@ -81,8 +81,9 @@ def assign_chunks(chunks, spans, per_worker, parallel):
     share = max(math.ceil(total / workers), 1)
     groups, current, count = [], [], 0
     for chunk, size in zip(chunks, sizes):
-        if current and (count + size > per_worker
-                        or (count >= share and len(groups) < workers - 1)):
+        full = count + size > per_worker
+        fair = count >= share and len(groups) < workers - 1
+        if current and (full or fair):
             groups.append(current)
             current, count = [], 0
         current.append(chunk)

@@ -32,11 +32,7 @@ import os
 import re
 from datetime import datetime, timezone
 
-# atomic_write is re-exported for the audit.
-from ansible.module_utils.portpool_files import (  # noqa: F401  # pylint: disable=unused-import
-    atomic_write,
-    safe_file_name,
-)
+from ansible.module_utils.portpool_files import safe_file_name
 from ansible.module_utils.portpool_files import unique_file_names as unique_names
 from ansible.module_utils.portpool_report_host import (
     fix_first,

@@ -29,15 +29,20 @@ import resource
 import shutil
 import tempfile
 import threading
-from datetime import datetime, timezone
 
-from ansible.module_utils.portpool_files import DIR_MODE, FILE_MODE, fsync_dir, make_private_dir
+from ansible.module_utils.portpool_files import (
+    DIR_MODE,
+    FILE_MODE,
+    atomic_write,
+    fsync_dir,
+    make_private_dir,
+    utc_now,
+)
 from ansible.module_utils.portpool_report import (
     FORMATS,
     SEVERITIES,
     STATUSES,
     as_str,
-    atomic_write,
     build_model,
     display_text,
     fleet_document,
@@ -520,11 +525,6 @@ def write_folder(path, files):
     finally:
         if os.path.lexists(fresh):
             shutil.rmtree(fresh)
-
-
-def utc_now():
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace(
-        "+00:00", "Z")
 
 
 def build_report(result_dirs, dest, template_dir, *, formats=FORMATS, fail_on="high",

@@ -30,17 +30,11 @@ from ansible.module_utils.portpool_sockdiag import (
 )
 from ansible.module_utils.portpool_sysctl import (
     KNOWN_KEYS,
-    parse_int,
-    parse_port_range,
-    parse_reserved_ports,
+    from_text,
     pool_size,
     read_sysctl,
+    short_name,
 )
-
-# Fact name for each dotted key: the leaf, with `file-max` made a valid identifier.
-FACT_NAMES = {key: key.rsplit(".", 1)[1].replace("-", "_") for key in KNOWN_KEYS}
-# Only net.* sysctls belong to a network namespace; fs.* are the machine's.
-NET_KEYS = tuple(key for key in KNOWN_KEYS if key.startswith("net."))
 
 
 def read_runtime(proc_root="/proc", keys=KNOWN_KEYS):
@@ -65,15 +59,10 @@ def type_sysctls(runtime):
         value = None
         if text is not None:
             try:
-                if key.endswith("ip_local_port_range"):
-                    value = list(parse_port_range(text))
-                elif key.endswith("ip_local_reserved_ports"):
-                    value = parse_reserved_ports(text)
-                else:
-                    value = parse_int(text, key)
+                value = from_text(key, text)
             except ValueError as exc:
                 warnings.append("sysctl %s: %s" % (key, exc))
-        typed[FACT_NAMES[key]] = value
+        typed[short_name(key)] = value
     return typed, warnings
 
 

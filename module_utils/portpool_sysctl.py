@@ -10,27 +10,75 @@ it at a fixture tree.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 
 PORT_MIN = 1
 PORT_MAX = 65535
 
-# Dotted sysctl names portpool knows, in the order reports show them.
-KNOWN_KEYS = (
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_tw_reuse",
-    "net.ipv4.tcp_tw_reuse_delay",
-    "net.ipv4.tcp_timestamps",
-    "net.ipv4.tcp_max_tw_buckets",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_tw_recycle",
-    "net.core.somaxconn",
-    "fs.nr_open",
-    "fs.file-max",
+# The one key table: every other list of sysctl names in portpool is a view of it.
+# kind says how a value is typed: RANGE `low high` -> [low, high]; PORT_LIST
+# `8080,9000-9010` -> [[low, high], ...] merged; INT -> int. namespaced: the key
+# belongs to a network namespace (net.*); fs.* are machine-wide. tuned: the tune
+# role may write it (its apply order is the table's order).
+RANGE = "range"
+PORT_LIST = "port list"
+INT = "int"
+
+
+# (short, dotted, kind, namespaced, tuned) for one sysctl portpool knows.
+SysctlKey = collections.namedtuple("SysctlKey", "short dotted kind namespaced tuned")
+
+
+# In the order reports show them. The short name is the dotted name's leaf, with
+# `file-max` made a valid identifier (`file_max`).
+KEYS = (
+    SysctlKey("ip_local_port_range", "net.ipv4.ip_local_port_range", RANGE, True, True),
+    SysctlKey("ip_local_reserved_ports", "net.ipv4.ip_local_reserved_ports", PORT_LIST,
+              True, True),
+    SysctlKey("ip_unprivileged_port_start", "net.ipv4.ip_unprivileged_port_start", INT,
+              True, False),
+    SysctlKey("tcp_tw_reuse", "net.ipv4.tcp_tw_reuse", INT, True, True),
+    SysctlKey("tcp_tw_reuse_delay", "net.ipv4.tcp_tw_reuse_delay", INT, True, True),
+    SysctlKey("tcp_timestamps", "net.ipv4.tcp_timestamps", INT, True, True),
+    SysctlKey("tcp_max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", INT, True, True),
+    SysctlKey("tcp_fin_timeout", "net.ipv4.tcp_fin_timeout", INT, True, False),
+    SysctlKey("tcp_tw_recycle", "net.ipv4.tcp_tw_recycle", INT, True, False),
+    SysctlKey("somaxconn", "net.core.somaxconn", INT, True, False),
+    SysctlKey("nr_open", "fs.nr_open", INT, False, False),
+    SysctlKey("file_max", "fs.file-max", INT, False, False),
 )
+_BY_NAME = dict([(key.short, key) for key in KEYS] + [(key.dotted, key) for key in KEYS])
+
+# Views of KEYS.
+KNOWN_KEYS = tuple(key.dotted for key in KEYS)
+NET_KEYS = tuple(key.dotted for key in KEYS if key.namespaced)
+SHORT_NAMES = tuple(key.short for key in KEYS)
+TUNED = {key.short: key.dotted for key in KEYS if key.tuned}
+
+
+def sysctl_key(name):
+    """The SysctlKey for a short or dotted name, or None when portpool does not know it."""
+    return _BY_NAME.get(str(name))
+
+
+def short_name(name):
+    """`net.ipv4.tcp_tw_reuse` -> `tcp_tw_reuse`; short and unknown names pass through."""
+    key = sysctl_key(name)
+    return key.short if key else str(name)
+
+
+def dotted_name(name):
+    """`tcp_tw_reuse` -> `net.ipv4.tcp_tw_reuse`; dotted and unknown names pass through."""
+    key = sysctl_key(name)
+    return key.dotted if key else str(name)
+
+
+def kind_of(name):
+    """RANGE, PORT_LIST or INT; a name portpool does not know counts as INT."""
+    key = sysctl_key(name)
+    return key.kind if key else INT
 
 
 def normalise_value(text):
@@ -203,3 +251,63 @@ def parse_kernel_version(release):
     while len(numbers) < 3:
         numbers.append(0)
     return numbers
+
+
+# --------------------------------------------------------------------------- the codec
+
+def from_text(name, text):
+    """The typed value of sysctl text: [low, high], [[low, high], ...] or an int.
+
+    None (an absent key) stays None. Raises ValueError, naming the key, for text
+    the kernel would not hold.
+    """
+    if text is None:
+        return None
+    kind = kind_of(name)
+    if kind == RANGE:
+        return list(parse_port_range(text))
+    if kind == PORT_LIST:
+        return parse_reserved_ports(text)
+    return parse_int(text, dotted_name(name))
+
+
+def to_text(name, value):
+    """A value as the kernel prints it back (whitespace-normalised), or None.
+
+    Takes the typed value ([low, high], [[low, high], ...], 1) or text from a
+    sysctl.d file (`32768\t60999`, `9000-9010, 8080`); both give the same text.
+    Text that does not parse is only whitespace-normalised, so a bad value still
+    reads as what was written.
+    """
+    if value is None:
+        return None
+    kind = kind_of(name)
+    if kind == PORT_LIST:
+        if isinstance(value, (list, tuple)):
+            return format_reserved_ports(value)
+        try:
+            return format_reserved_ports(parse_reserved_ports(value))
+        except ValueError:
+            return normalise_value(value)
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return normalise_value(value)
+
+
+def _comparable(name, value):
+    if isinstance(value, (list, tuple)):
+        value = to_text(name, value)
+    text = normalise_value(value)
+    try:
+        return from_text(name, text)
+    except ValueError:
+        return text
+
+
+def same(name, left, right):
+    """True when two values (typed or text) are the same setting to the kernel.
+
+    `1024 65535` and `1024\t65535` are the same; so are `01` and `1`. Text that
+    does not parse is compared whitespace-normalised.
+    """
+    return _comparable(name, left) == _comparable(name, right)

@@ -20,23 +20,19 @@ from ansible.module_utils.portpool_persisted import (
 )
 from ansible.module_utils.portpool_sysctl import (
     PORT_MAX,
+    TUNED,
     format_reserved_ports,
     merge_spans,
     normalise_value,
     parse_reserved_ports,
     pool_size,
     same_parity,
+    to_text,
 )
 
-# Short names users write, mapped to the dotted sysctl names, in apply order.
-MANAGED = {
-    "ip_local_port_range": "net.ipv4.ip_local_port_range",
-    "ip_local_reserved_ports": "net.ipv4.ip_local_reserved_ports",
-    "tcp_tw_reuse": "net.ipv4.tcp_tw_reuse",
-    "tcp_tw_reuse_delay": "net.ipv4.tcp_tw_reuse_delay",
-    "tcp_timestamps": "net.ipv4.tcp_timestamps",
-    "tcp_max_tw_buckets": "net.ipv4.tcp_max_tw_buckets",
-}
+# Short names users write, mapped to the dotted sysctl names, in apply order: the
+# tuned keys of portpool_sysctl.KEYS.
+MANAGED = TUNED
 DOTTED_TO_SHORT = {dotted: short for short, dotted in MANAGED.items()}
 
 # Keys refused outright, with the reason the operator needs.
@@ -444,25 +440,12 @@ def find_overrides(ours, order, contents, keys):
     return found
 
 
-def fact_text(value):
-    """A portpool_facts sysctl value ([low, high], [[low, high], ...], int) as sysctl text."""
-    if value is None:
-        return None
-    if isinstance(value, list):
-        if value and all(isinstance(item, list) for item in value):
-            return format_reserved_ports(value)
-        if not value:
-            return ""
-        return " ".join(str(item) for item in value)
-    return normalise_value(value)
-
-
 def facts_mismatches(expected, sysctl_facts):
     """Keys whose portpool_facts value differs from the expected runtime text."""
     mismatches = []
     for key, want in expected.items():
         short = DOTTED_TO_SHORT.get(key, key)
-        got = fact_text((sysctl_facts or {}).get(short))
+        got = to_text(key, (sysctl_facts or {}).get(short))
         if got != normalise_value(want):
             mismatches.append({"key": key, "expected": want, "actual": got,
                                "source": "portpool_facts"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ansible.module_utils import portpool_audit as audit
 from ansible.module_utils import portpool_audit_advice as advice
-from ansible.module_utils.portpool_sysctl import pool_size
+from ansible.module_utils.portpool_sysctl import pool_size, short_name
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 PORTPOOL = "/etc/sysctl.d/60-portpool.conf"
@@ -32,7 +32,7 @@ def set_range(facts, low, high, reserved=()):
 def persist(facts, key, *assignments):
     """Files setting `key` in reading order: (file, value) ...; the last one wins."""
     *others, (file, value) = assignments
-    facts["persisted"]["keys"][key] = {
+    facts["persisted"]["keys"][short_name(key)] = {
         "value": value, "file": file, "line": 1, "ignore_errors": False, "glob": None,
         "also": [{"file": path, "line": 1, "value": text} for path, text in others]}
     for path, _ in assignments:
@@ -68,8 +68,8 @@ def test_file_lines_are_never_quoted_and_only_the_shell_form_quotes(facts):
 
 def test_quoted_value_in_a_file_is_its_own_finding(facts):
     persist(facts, RANGE, (PORTS, '"32768 60999"'))
-    facts["persisted"]["drift"] = {RANGE: {"runtime": "32768 60999",
-                                           "persisted": '"32768 60999"', "file": PORTS}}
+    facts["persisted"]["drift"] = {"ip_local_port_range": {
+        "runtime": "32768 60999", "persisted": '"32768 60999"', "file": PORTS}}
     (hit,) = only(judge(facts), "PP018")
     assert PORTS in hit["message"] and "EINVAL" in hit["message"]
     assert hit["fixes"] == [{"settings": {RANGE: "32768 60999"}, "file": PORTS,
@@ -83,8 +83,8 @@ def test_after_a_tune_the_advice_keeps_portpool_file(facts):
     # 60-ports.conf read after it still says 40000 40999 and wins at boot.
     set_range(facts, 15000, 64999)
     persist(facts, RANGE, (PORTPOOL, "15000 64999"), (PORTS, "40000 40999"))
-    facts["persisted"]["drift"] = {RANGE: {"runtime": "15000 64999",
-                                           "persisted": "40000 40999", "file": PORTS}}
+    facts["persisted"]["drift"] = {"ip_local_port_range": {
+        "runtime": "15000 64999", "persisted": "40000 40999", "file": PORTS}}
     found = judge(facts)
     (dup,) = only(found, "PP012")
     assert dup["fixes"][0]["delete"] == [{"file": PORTS, "key": RANGE}]
@@ -127,7 +127,7 @@ def test_drift_never_drops_a_reservation_pp004_asked_for(facts):
     (hit,) = audit.evaluate(hosts)["proxy2"]
     assert hit["id"] == "PP015" and hit["fixes"] == []
     assert "(empty)" in hit["message"] and "PP004" in hit["fixes_refused"][0]["reason"]
-    assert "ip_local_reserved_ports" not in audit.DEFAULT_POLICY["drift_keys"]
+    assert "ip_local_reserved_ports" not in audit.default_policy()["drift_keys"]
 
 
 def test_drift_does_not_undo_tw_reuse_another_rule_wants(facts):
@@ -171,7 +171,7 @@ def test_apply_fix_recomputes_the_winner_pool_and_drift(facts):
     persist(facts, RANGE, (PORTPOOL, "15000 64999"), (PORTS, "40000 40999"))
     fix = advice.make_fix({}, None, [(PORTS, RANGE)], runtime=False)
     after = advice.apply_fix(facts, fix)
-    entry = after["persisted"]["keys"][RANGE]
+    entry = after["persisted"]["keys"]["ip_local_port_range"]
     assert (entry["file"], entry["value"], entry["also"]) == (PORTPOOL, "15000 64999", [])
     assert after["persisted"]["drift"] == {}
     shrink = advice.make_fix({RANGE: "40000 40999"}, None)

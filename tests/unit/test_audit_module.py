@@ -126,20 +126,20 @@ def test_result_file_names_never_collide_or_leave_the_folder(tmp_path):
 
 
 def test_policy_vars_are_typed_and_checked():
-    from ansible.module_utils.portpool_audit import policy_from_vars
+    from ansible.module_utils.portpool_audit import default_policy, policy_from_vars
     policy = policy_from_vars({"portpool_audit_min_usable_ports": "20000",
                                "portpool_audit_destination_warn": "0.6",
                                "portpool_preflight_fail_on": "medium",
                                "portpool_audit_min_tw_buckets": None}, "h1")
-    assert policy == {"min_usable_ports": 20000, "destination_warn": 0.6,
-                      "fail_on": "medium", "min_tw_buckets": None}
+    assert policy == dict(default_policy(), min_usable_ports=20000, destination_warn=0.6,
+                          fail_on="medium", min_tw_buckets=None)
     bad = [
         ({"portpool_audit_min_usable_ports": "lots"}, "portpool_audit_min_usable_ports of h1"),
         ({"portpool_audit_destination_warn": 0.9, "portpool_audit_destination_high": 0.8},
          "portpool_audit_destination_warn of h1"),
         ({"portpool_audit_waivers": [{"rule": "PP999"}]}, "portpool_audit_waivers of h1"),
         ({"portpool_audit_severity": {"PP001": "huge"}}, "portpool_audit_severity of h1"),
-        ({"portpool_audit_service_ports": "80"}, "portpool_audit_service_ports of h1"),
+        ({"portpool_audit_service_ports": ["http"]}, "portpool_audit_service_ports of h1"),
         ({"portpool_preflight_fail_on": "fatal"}, "portpool_preflight_fail_on of h1"),
     ]
     for variables, message in bad:
@@ -147,9 +147,13 @@ def test_policy_vars_are_typed_and_checked():
             policy_from_vars(variables, "h1")
 
 
-def test_policy_vars_cover_every_policy_key():
-    from ansible.module_utils.portpool_audit import DEFAULT_POLICY, POLICY_VARS
-    assert {key for key, _ in POLICY_VARS.values()} == set(DEFAULT_POLICY)
+def test_the_spec_is_the_policy():
+    # Every option of the role's spec but the shared report folder is a policy key.
+    from ansible.module_utils.portpool_audit_policy import policy_var_names, role_options
+    names = policy_var_names()
+    assert set(names.values()) == set(role_options()) - {"portpool_report_dir"}
+    assert names["fail_on"] == "portpool_preflight_fail_on"
+    assert names["min_usable_ports"] == "portpool_audit_min_usable_ports"
 
 
 def test_documentation_parses():

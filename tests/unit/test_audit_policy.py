@@ -7,9 +7,11 @@ import portpool_audit_policy
 import pytest
 import yaml
 from ansible.module_utils.portpool_audit_policy import (
+    check_hosts,
     check_policies,
     policy_argument_spec,
     spec_options,
+    validated_values,
 )
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "portpool_audit"
@@ -21,10 +23,10 @@ def options():
 
 
 @pytest.fixture(scope="module")
-def defaults():
-    """What the role collects for a host that sets nothing: every default."""
-    values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    values["portpool_preflight_fail_on"] = "high"
+def defaults(options):
+    """Every default of the spec: what a host that sets nothing is audited with."""
+    values, errors = validated_values({}, options)
+    assert errors == []
     return values
 
 
@@ -36,6 +38,22 @@ def _host(problem):
 
 def test_the_defaults_pass(options, defaults):
     assert check_policies({"h1": defaults, "h2": dict(defaults)}, options) == []
+
+
+def test_a_host_that_sets_nothing_gets_the_specs_defaults(options):
+    problems, validated = check_hosts(
+        {"bare": {}, "typed": {"portpool_audit_min_usable_ports": "20000",
+                               "portpool_audit_probe_scope": None},
+         "bad": {"portpool_audit_drift_min_hosts": 1}}, options)
+    assert list(problems) == ["bad"] and set(validated) == {"bare", "typed"}
+    for name, spec in options.items():
+        assert validated["bare"][name] == spec.get("default"), name
+    assert validated["typed"]["portpool_audit_min_usable_ports"] == 20000
+    # Validated values validate to themselves (the audit reads them again).
+    assert validated_values(validated["bare"], options) == (validated["bare"], [])
+    # null takes the default, as an unset variable does.
+    assert validated["typed"]["portpool_audit_probe_scope"] == options[
+        "portpool_audit_probe_scope"]["default"]
 
 
 @pytest.mark.parametrize("name, value, words", [
@@ -78,7 +96,7 @@ def test_documentation_matches_the_spec():
     doc = yaml.safe_load(portpool_audit_policy.DOCUMENTATION)
     assert set(doc["options"]) == set(policy_argument_spec())
     yaml.safe_load(portpool_audit_policy.EXAMPLES)
-    assert set(yaml.safe_load(portpool_audit_policy.RETURN)) == {"hosts", "problems"}
+    assert set(yaml.safe_load(portpool_audit_policy.RETURN)) == {"hosts", "problems", "validated"}
 
 
 def test_the_same_problem_on_many_hosts_is_listed_once(options, defaults):

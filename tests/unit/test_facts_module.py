@@ -20,6 +20,7 @@ from ansible.module_utils.portpool_limits import (
     unit_cgroup_pids,
 )
 from ansible.module_utils.portpool_probe_run import Outcome
+from ansible.module_utils.portpool_sysctl import SHORT_NAMES
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROC = FIXTURES / "proc_facts"
@@ -90,14 +91,14 @@ def test_persisted_and_drift(gathered):
     facts, _warnings = gathered
     persisted = facts["persisted"]
     assert persisted["files"] == ["/etc/sysctl.d/50-pool.conf", "/etc/sysctl.conf"]
-    assert persisted["keys"]["net.ipv4.ip_local_port_range"]["value"] == "40000 49999"
+    assert persisted["keys"]["ip_local_port_range"]["value"] == "40000 49999"
     # Runtime 40000<TAB>49999 equals the persisted value: no drift for the range.
     assert persisted["drift"] == {
-        "net.ipv4.tcp_tw_reuse": {"runtime": "2", "persisted": "1",
-                                  "file": "/etc/sysctl.d/50-pool.conf"},
-        "net.ipv4.tcp_tw_recycle": {"runtime": None, "persisted": "0",
-                                    "file": "/etc/sysctl.conf"},
+        "tcp_tw_reuse": {"runtime": "2", "persisted": "1", "file": "/etc/sysctl.d/50-pool.conf"},
+        "tcp_tw_recycle": {"runtime": None, "persisted": "0", "file": "/etc/sysctl.conf"},
     }
+    # One naming style (docs/facts.md): short names, as under `sysctl`.
+    assert set(persisted["keys"]) == set(facts["sysctl"]) == set(SHORT_NAMES)
 
 
 def test_sockets_from_proc_equal_ss(gathered):
@@ -228,7 +229,7 @@ def test_probe_sample_larger_than_the_pool_is_lowered_to_it():
 
 
 def test_fact_names_are_identifiers():
-    assert all(name.isidentifier() for name in portpool_facts.FACT_NAMES.values())
+    assert all(name.isidentifier() for name in SHORT_NAMES)
     assert os.path.basename(portpool_facts.__file__) == "portpool_facts.py"
 
 

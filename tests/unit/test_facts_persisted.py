@@ -4,7 +4,6 @@ import os
 
 import pytest
 from ansible.module_utils.portpool_persisted import (
-    comparable,
     find_drift,
     list_config_files,
     normalise_key,
@@ -12,6 +11,7 @@ from ansible.module_utils.portpool_persisted import (
     read_persisted,
     resolve_persisted,
 )
+from ansible.module_utils.portpool_sysctl import same
 
 RANGE = "net.ipv4.ip_local_port_range"
 REUSE = "net.ipv4.tcp_tw_reuse"
@@ -206,7 +206,7 @@ def test_drift_compares_typed_values():
     }
 
 
-def test_comparable_whitespace_and_quotes():
-    assert comparable(RANGE, "32768\t60999") == comparable(RANGE, "32768 60999")
+def test_same_whitespace_and_quotes():
+    assert same(RANGE, "32768\t60999", "32768 60999")
     # systemd does not unquote: a quoted value is not the runtime value.
-    assert comparable(RANGE, '"32768 60999"') != comparable(RANGE, "32768 60999")
+    assert not same(RANGE, '"32768 60999"', "32768 60999")

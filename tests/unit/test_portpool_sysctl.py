@@ -1,14 +1,26 @@
 import pytest
 from ansible.module_utils.portpool_sysctl import (
+    KEYS,
+    KNOWN_KEYS,
+    NET_KEYS,
+    PORT_LIST,
+    RANGE,
+    TUNED,
+    dotted_name,
     format_reserved_ports,
+    from_text,
     normalise_value,
     parse_kernel_version,
     parse_port_range,
     parse_reserved_ports,
     pool_size,
     read_sysctl,
+    same,
     same_parity,
+    short_name,
+    sysctl_key,
     sysctl_path,
+    to_text,
 )
 
 
@@ -75,3 +87,52 @@ def test_read_sysctl_from_fixture_tree(tmp_path):
     assert read_sysctl("net.ipv4.tcp_tw_recycle", str(tmp_path)) is None
     with pytest.raises(ValueError):
         sysctl_path("../etc/passwd")
+
+
+# --------------------------------------------------------------------------- the key table
+
+def test_key_table_names_and_views():
+    assert len({key.short for key in KEYS}) == len({key.dotted for key in KEYS}) == len(KEYS)
+    for key in KEYS:
+        assert key.short == key.dotted.rsplit(".", 1)[1].replace("-", "_")
+        assert key.short.isidentifier()
+        assert key.namespaced == key.dotted.startswith("net.")
+        assert sysctl_key(key.short) is sysctl_key(key.dotted) is key
+    assert KNOWN_KEYS[0] == "net.ipv4.ip_local_port_range"
+    assert "fs.nr_open" in KNOWN_KEYS and "fs.nr_open" not in NET_KEYS
+    assert list(TUNED) == ["ip_local_port_range", "ip_local_reserved_ports", "tcp_tw_reuse",
+                           "tcp_tw_reuse_delay", "tcp_timestamps", "tcp_max_tw_buckets"]
+    assert sysctl_key("ip_local_port_range").kind == RANGE
+    assert sysctl_key("ip_local_reserved_ports").kind == PORT_LIST
+    assert short_name("fs.file-max") == "file_max" and dotted_name("file_max") == "fs.file-max"
+    assert short_name("net.ipv4.conf.all.rp_filter") == "net.ipv4.conf.all.rp_filter"
+    assert dotted_name("made_up") == "made_up"
+
+
+@pytest.mark.parametrize("name, text, typed, canonical", [
+    ("ip_local_port_range", " 32768\t60999\n", [32768, 60999], "32768 60999"),
+    ("net.ipv4.ip_local_reserved_ports", "9000-9010, 8080", [[8080, 8080], [9000, 9010]],
+     "8080,9000-9010"),
+    ("ip_local_reserved_ports", "", [], ""),
+    ("tcp_tw_reuse", "2", 2, "2"),
+    ("fs.file-max", "9223372036854775807", 9223372036854775807, "9223372036854775807"),
+])
+def test_from_text_and_to_text_round_trip(name, text, typed, canonical):
+    assert from_text(name, text) == typed
+    assert to_text(name, text) == canonical
+    assert to_text(name, typed) == canonical
+    assert from_text(name, to_text(name, typed)) == typed
+    assert same(name, text, typed) and same(name, canonical, text)
+
+
+def test_codec_absent_and_bad_values():
+    assert from_text("tcp_tw_reuse", None) is None and to_text("tcp_tw_reuse", None) is None
+    with pytest.raises(ValueError, match=r"net\.ipv4\.tcp_tw_reuse must be an integer"):
+        from_text("tcp_tw_reuse", "yes")
+    with pytest.raises(ValueError, match="above the high end"):
+        from_text("ip_local_port_range", "60999 32768")
+    # Text that does not parse is kept, whitespace-normalised, and compared as text.
+    assert to_text("ip_local_reserved_ports", "80,, 81") == "80,, 81"
+    assert same("tcp_tw_reuse", "01", "1") and not same("tcp_tw_reuse", "1", "2")
+    assert not same("ip_local_port_range", '"32768 60999"', "32768 60999")
+    assert same("tcp_tw_reuse", "yes ", " yes")

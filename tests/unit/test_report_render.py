@@ -5,7 +5,8 @@ import os
 from xml.etree import ElementTree
 
 import pytest
-from ansible.module_utils.portpool_report import FORMATS, atomic_write, safe_file_name
+from ansible.module_utils.portpool_files import atomic_write, safe_file_name
+from ansible.module_utils.portpool_report import FORMATS
 from ansible.module_utils.portpool_report_render import (
     BackgroundWriter,
     build_report,
