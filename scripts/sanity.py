@@ -18,9 +18,9 @@ build/ansible-test-home (nothing of the user's home is touched):
     python3 scripts/sanity.py --refresh-ignores [--all]
 
 By default only the tests the collection is held to run (TESTS below): they
-are what `make test` needs, and skipping the rest saves their venvs and a
-quarter of a warm run. `--all` runs ansible-test's whole default set; any
-`--test` option picks the tests itself.
+are what `make test` needs, and skipping the rest saves three of nine venvs
+(ansible-doc, runtime-metadata, yamllint) and their run time. `--all` runs
+ansible-test's whole default set; any `--test` option picks the tests itself.
 
 --refresh-ignores rewrites tests/collection/sanity-ignore.txt to what the sources
 need now (adds the new findings, drops entries no longer needed): run it after
