@@ -31,7 +31,7 @@ description:
     process's descriptors; sockets and sysctls are readable by any user.
 version_added: "0.1.0"
 author:
-  - portpool contributors
+  - portpool contributors (!UNKNOWN)
 options:
   processes:
     description:
@@ -153,12 +153,17 @@ options:
         type: list
         elements: str
         default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
     description: Only reads; check mode returns the same facts.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   facts:
     support: full
 notes:
