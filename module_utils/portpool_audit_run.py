@@ -26,6 +26,8 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
+from ansible.module_utils.portpool_audit_identity import run_identity, stamp
+from ansible.module_utils.portpool_audit_policy import merged_policy
 from ansible.module_utils.portpool_report import atomic_write, safe_file_name
 from ansible.module_utils.portpool_result_summary import host_summary
 
@@ -35,6 +37,12 @@ def audit_argument_spec():
         "hosts": {"type": "dict", "required": True},
         "run_dir": {"type": "str"},
         "base_dir": {"type": "path", "required": True},
+        # Where new run folders go (reports/<timestamp>), relative to base_dir.
+        "root": {"type": "str", "default": "reports"},
+        # Self-description of the files (module_utils/portpool_audit_identity.py).
+        "run_id": {"type": "str"},
+        "slice": {"type": "str"},
+        "awx": {"type": "dict", "default": {}},
     }
 
 
@@ -42,15 +50,15 @@ def utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def resolve_run_dir(run_dir, base_dir, stamp=None):
-    """Absolute run folder; a new `reports/<timestamp>` one when run_dir is empty."""
+def resolve_run_dir(run_dir, base_dir, stamp=None, root="reports"):
+    """Absolute run folder; a new `<root>/<timestamp>` one when run_dir is empty."""
     base = os.path.abspath(base_dir)
     if os.path.basename(base.rstrip(os.sep)) == "playbooks":
         base = os.path.dirname(base)
     if run_dir:
         return os.path.normpath(os.path.join(base, run_dir)), False
     stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return os.path.join(base, "reports", stamp), True
+    return os.path.join(base, root or "reports", stamp), True
 
 
 def make_unique(path):
@@ -110,7 +118,9 @@ def grouped_errors(contexts):
 def run(params):
     """Evaluate and write every file; return the action's result dict."""
     contexts, times, groups = build_contexts(params)
-    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
+    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"],
+                                  root=params.get("root") or "reports")
+    run = run_identity(params.get("run_id"), params.get("slice"), params.get("awx"))
     if fresh:
         path = make_unique(path)
     results_dir = os.path.join(path, "results")
@@ -123,8 +133,9 @@ def run(params):
     for ctx in contexts:
         mine = findings[ctx.host]
         file_path = os.path.join(results_dir, safe_file_name(ctx.host) + ".json")
-        write_json(file_path, dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
-                                   summary=host_summary(ctx.facts, ctx.probe)))
+        document = dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
+                        summary=host_summary(ctx.facts, ctx.probe))
+        write_json(file_path, stamp(document, run, merged_policy(ctx.policy)))
         for item in mine:
             if not item["waived"]:
                 counts[item["severity"]] += 1
@@ -146,6 +157,7 @@ def run(params):
         # The audit only reads the hosts; its result files are not a change to them.
         "changed": False,
         "run_dir": path,
+        "run": run,
         "results_dir": results_dir,
         "rules_file": rules_file,
         "hosts": lines,
