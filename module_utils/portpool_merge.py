@@ -110,7 +110,8 @@ def policy_conflicts(documents):
         digest = document.get("policy_hash")
         if not digest:
             continue
-        run_id = run_of(document)[0]
+        # Shards of one run (a shared run id) are still compared with each other.
+        run_id = "%s/%s" % run_of(document)
         for group in document.get("groups") or ["ungrouped"]:
             counts = votes.setdefault((group, run_id), {})
             counts[digest] = counts.get(digest, 0) + 1
