@@ -1,16 +1,21 @@
-"""Benchmark: `ansible-playbook audit.yml` against `ansible all -m ping` on one fleet.
+"""Benchmark: `ansible-playbook audit.yml` against `ansible all -m ping` on one fleet,
+unsliced and in three slices merged.
 
-    python -m bench.audit [--hosts 16] [--rounds 5]
+    python -m bench.audit [--hosts 100] [--rounds 3] [--slices 3]
 
-Builds an SSH test fleet of 16 hosts (needs root), warms both commands up once
-(SSH ControlPersist masters, Python caches), then runs them alternately and
-prints each median wall time and the median ratio audit/ping. Target: <= 1.5x.
-For scale it also times the audit without the probe (portpool_audit_probe=false),
-which shows what the quick probe adds to the one module round trip per host.
-The audit writes its reports into a temporary folder, not the repository's.
+Builds an SSH test fleet (needs root; the harness makes up to 200 hosts), warms
+every command up once (SSH ControlPersist masters, Python caches), then runs, in
+each round: the ping, the audit, the audit without the probe, and the audit in
+slices (`--limit` runs one after another, each into its own folder) followed by
+`playbooks/report.yml` merging them. It prints each one's median wall time and
+ratio to the ping (target: audit <= 1.3x), the controller's CPU-seconds per host
+(user + system of ansible and every process it waited for: forks, ssh clients)
+and the controller's peak memory (largest resident set of one of those
+processes). Reports go into a temporary folder, not the repository's.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -21,51 +26,116 @@ from pathlib import Path
 from tests.fleet.harness import Fleet, HostSpec
 
 REPO = Path(__file__).resolve().parents[1]
+GROUPS = ("web", "db", "cache", "batch")
 
 
-def timed(fleet, argv, env=None):
-    """Wall time of one command run the way the harness runs ansible; fails loudly."""
-    started = time.perf_counter()
-    result = subprocess.run(argv, cwd=REPO, env=dict(fleet.env(), **(env or {})),
-                            capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit("%s failed (%d):\n%s\n%s" % (
-            " ".join(argv[:2]), result.returncode, result.stdout[-3000:], result.stderr[-2000:]))
-    return elapsed
+class Measure:
+    """Wall seconds, controller CPU-seconds and peak RSS (MiB) of one or more commands."""
+
+    def __init__(self, wall=0.0, cpu=0.0, peak_mib=0.0):
+        self.wall, self.cpu, self.peak_mib = wall, cpu, peak_mib
+
+    def __add__(self, other):
+        return Measure(self.wall + other.wall, self.cpu + other.cpu,
+                       max(self.peak_mib, other.peak_mib))
+
+
+def measured(fleet, argv, out_dir, expect_ok=True):
+    """Run one command the way the harness runs ansible; its Measure. Fails loudly."""
+    with tempfile.TemporaryFile(dir=out_dir) as stdout, \
+            tempfile.TemporaryFile(dir=out_dir) as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=REPO, env=fleet.env(), stdout=stdout,
+                                   stderr=stderr)
+        try:
+            # wait4: the child's rusage, including every descendant it waited for.
+            _pid, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if expect_ok and process.returncode != 0:
+            stdout.seek(0)
+            stderr.seek(0)
+            raise SystemExit("%s failed (%d):\n%s\n%s" % (
+                " ".join(argv[:3]), process.returncode, stdout.read()[-3000:].decode(),
+                stderr.read()[-2000:].decode()))
+    return Measure(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+
+
+def slices_of(names, count):
+    """`count` interleaved slices, the way AWX deals hosts out: drift spans slices."""
+    return [names[index::count] for index in range(count)]
+
+
+def line(label, runs, hosts, ping_wall):
+    wall = statistics.median(run.wall for run in runs)
+    cpu = statistics.median(run.cpu for run in runs)
+    peak = max(run.peak_mib for run in runs)
+    return ("%-34s wall %7.2fs (%5.2fx ping)  controller CPU %7.2fs = %.3f s/host  "
+            "peak RSS %6.1f MiB" % (label, wall, wall / ping_wall, cpu, cpu / hosts, peak))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.audit",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--hosts", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=3)
     args = parser.parse_args(argv)
-    specs = [HostSpec(name="b%02d" % (index + 1), groups=("bench",))
-             for index in range(args.hosts)]
+    names = ["b%03d" % (index + 1) for index in range(args.hosts)]
+    specs = [HostSpec(name=name, groups=(GROUPS[index % len(GROUPS)],))
+             for index, name in enumerate(names)]
+    started = time.perf_counter()
     with Fleet.create(specs) as fleet, tempfile.TemporaryDirectory(prefix="ppaudit-bench-") as out:
+        print("fleet of %d hosts up in %.0fs" % (args.hosts, time.perf_counter() - started),
+              flush=True)
         inventory = str(fleet.inventory)
         ping = ["ansible", "-i", inventory, "all", "-m", "ansible.builtin.ping"]
-        audit = ["ansible-playbook", "-i", inventory, "audit.yml",
-                 "-e", "portpool_report_dir=%s/run" % out]
-        facts_only = [*audit, "-e", "portpool_audit_probe=false"]
-        timed(fleet, ping)
-        timed(fleet, audit)
-        pings, audits, ratios, facts_ratios = [], [], [], []
-        for _ in range(args.rounds):
-            ping_s = timed(fleet, ping)
-            audit_s = timed(fleet, audit)
-            facts_s = timed(fleet, facts_only)
-            pings.append(ping_s)
-            audits.append(audit_s)
-            ratios.append(audit_s / ping_s)
-            facts_ratios.append(facts_s / ping_s)
-            print("  round: ping %.2fs  audit %.2fs (%.2fx)  audit without probe %.2fs (%.2fx)"
-                  % (ping_s, audit_s, ratios[-1], facts_s, facts_ratios[-1]), flush=True)
-    print("audit.yml on %d hosts: median %.2fs; ansible all -m ping: median %.2fs; "
-          "median ratio %.2fx (target <= 1.5x); without the probe %.2fx" % (
-              args.hosts, statistics.median(audits), statistics.median(pings),
-              statistics.median(ratios), statistics.median(facts_ratios)))
+        playbook = ["ansible-playbook", "-i", inventory]
+
+        def audit(folder, *extra):
+            return [*playbook, "audit.yml", "-e", "portpool_report_dir=%s/%s" % (out, folder),
+                    "-e", "portpool_report_latest_link=false", *extra]
+
+        def sliced(round_number):
+            total = Measure()
+            folders = []
+            for number, hosts in enumerate(slices_of(names, args.slices), 1):
+                folder = "r%d-slice-%d" % (round_number, number)
+                total += measured(fleet, audit(folder, "--limit", ",".join(hosts),
+                                               "-e", "portpool_audit_slice=%d" % number), out)
+                folders.append("%s/%s" % (out, folder))
+            merge = [*playbook, "playbooks/report.yml", "-e", "portpool_report_gate=false",
+                     "-e", "portpool_report_latest_link=false",
+                     "-e", "portpool_report_dir=%s/r%d-merged" % (out, round_number),
+                     "-e", '{"portpool_report_results": [%s]}' % ", ".join(
+                         '"%s"' % folder for folder in folders)]
+            return total + measured(fleet, merge, out)
+
+        measured(fleet, ping, out)
+        measured(fleet, audit("warm"), out)
+        runs = {"ping": [], "audit": [], "noprobe": [], "sliced": []}
+        for number in range(args.rounds):
+            runs["ping"].append(measured(fleet, ping, out))
+            runs["audit"].append(measured(fleet, audit("r%d" % number), out))
+            runs["noprobe"].append(measured(fleet, audit(
+                "r%d-noprobe" % number, "-e", "portpool_audit_probe=false"), out))
+            runs["sliced"].append(sliced(number))
+            print("  round %d: ping %.1fs  audit %.1fs  without probe %.1fs  %d slices + "
+                  "merge %.1fs" % (number + 1, *(runs[key][-1].wall for key in (
+                      "ping", "audit", "noprobe")), args.slices, runs["sliced"][-1].wall),
+                  flush=True)
+    ping_wall = statistics.median(run.wall for run in runs["ping"])
+    print("bench.audit: %d hosts, %d rounds, medians (forks as in ansible.cfg):"
+          % (args.hosts, args.rounds))
+    print(line("ansible all -m ping", runs["ping"], args.hosts, ping_wall))
+    print(line("audit.yml (target <= 1.3x)", runs["audit"], args.hosts, ping_wall))
+    print(line("audit.yml without the probe", runs["noprobe"], args.hosts, ping_wall))
+    print(line("%d slices one after another + merge" % args.slices, runs["sliced"], args.hosts,
+               ping_wall))
     return 0
 
 

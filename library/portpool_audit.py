@@ -50,6 +50,29 @@ options:
         project root. When it is a folder named C(playbooks), its parent is used.
     type: path
     required: true
+  root:
+    description:
+      - Folder, relative to I(base_dir) or absolute (a shared path), that new run
+        folders go into when I(run_dir) is omitted.
+    type: str
+    default: reports
+  run_id:
+    description:
+      - The run id written into every result file (C(run.id)). When omitted,
+        C(awx-<awx_job_id>) in an AWX job, else a random 12-character id.
+    type: str
+  slice:
+    description:
+      - The slice name written into every result file (C(run.slice)), e.g. the
+        C(--limit) shard this run covered. When omitted, C(<number>/<count>) from
+        AWX's slice variables in I(awx), else none.
+    type: str
+  awx:
+    description:
+      - AWX's extra vars C(awx_job_id), C(awx_job_slice_number) and
+        C(awx_job_slice_count) when the run is an AWX job; empty values are ignored.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -96,6 +119,13 @@ run_dir:
   returned: always
   type: str
   sample: /srv/portpool/reports/20261123T193024Z
+run:
+  description: The run block every result file carries (id, slice, AWX job and slice
+    numbers, portpool version); see C(docs/scale.md).
+  returned: always
+  type: dict
+  sample: {"id": "awx-4711", "slice": "2/3", "awx_job_id": 4711, "slice_number": 2,
+           "slice_count": 3, "portpool_version": "0.2.0"}
 results_dir:
   description: Folder holding one C(<host>.json) per host.
   returned: always

@@ -25,6 +25,8 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
+from ansible.module_utils.portpool_audit_identity import run_identity, stamp
+from ansible.module_utils.portpool_audit_policy import merged_policy
 from ansible.module_utils.portpool_files import (
     atomic_write,
     fsync_dir,
@@ -42,18 +44,24 @@ def audit_argument_spec():
         "hosts": {"type": "dict", "required": True},
         "run_dir": {"type": "str"},
         "base_dir": {"type": "path", "required": True},
+        # Where new run folders go (reports/<timestamp>), relative to base_dir.
+        "root": {"type": "str", "default": "reports"},
+        # Self-description of the files (module_utils/portpool_audit_identity.py).
+        "run_id": {"type": "str"},
+        "slice": {"type": "str"},
+        "awx": {"type": "dict", "default": {}},
     }
 
 
-def resolve_run_dir(run_dir, base_dir, stamp=None):
-    """Absolute run folder; a new `reports/<timestamp>` one when run_dir is empty."""
+def resolve_run_dir(run_dir, base_dir, stamp=None, root="reports"):
+    """Absolute run folder; a new `<root>/<timestamp>` one when run_dir is empty."""
     base = os.path.abspath(base_dir)
     if os.path.basename(base.rstrip(os.sep)) == "playbooks":
         base = os.path.dirname(base)
     if run_dir:
         return os.path.normpath(os.path.join(base, run_dir)), False
     stamp = stamp or utc_stamp()
-    return os.path.join(base, "reports", stamp), True
+    return os.path.join(base, root or "reports", stamp), True
 
 
 def make_unique(path):
@@ -114,7 +122,9 @@ def grouped_errors(contexts):
 def run(params):
     """Evaluate and write every file; return the action's result dict."""
     contexts, times, groups = build_contexts(params)
-    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"])
+    path, fresh = resolve_run_dir(params.get("run_dir"), params["base_dir"],
+                                  root=params.get("root") or "reports")
+    run = run_identity(params.get("run_id"), params.get("slice"), params.get("awx"))
     if fresh:
         path = make_unique(path)
     results_dir = make_private_dir(os.path.join(path, "results"))
@@ -129,8 +139,9 @@ def run(params):
     for ctx, name in zip(contexts, names):
         mine = findings[ctx.host]
         file_path = os.path.join(results_dir, name + ".json")
-        write_json(file_path, dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
-                                   summary=host_summary(ctx.facts, ctx.probe)))
+        document = dict(host_document(ctx, mine, times[ctx.host], groups[ctx.host]),
+                        summary=host_summary(ctx.facts, ctx.probe))
+        write_json(file_path, stamp(document, run, merged_policy(ctx.policy)))
         for item in mine:
             if not item["waived"]:
                 counts[item["severity"]] += 1
@@ -153,6 +164,7 @@ def run(params):
         # The audit only reads the hosts; its result files are not a change to them.
         "changed": False,
         "run_dir": path,
+        "run": run,
         "results_dir": results_dir,
         "rules_file": rules_file,
         "hosts": lines,

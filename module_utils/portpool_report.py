@@ -323,6 +323,20 @@ def failed_record(source, reason):
     return summarise_result({"host": stem, "status": "failed", "error": reason}, source)
 
 
+def result_origin(data):
+    """{"run", "slice"} a result came from (a merged file's merged_from, else its run), or None.
+
+    Written by audits since 0.2.0 (docs/scale.md); older files have neither.
+    """
+    origin = data.get("merged_from")
+    if not isinstance(origin, dict):
+        origin = data.get("run")
+    if not isinstance(origin, dict):
+        return None
+    run_id = origin.get("run", origin.get("id"))
+    return {"run": as_str(run_id) or None, "slice": as_str(origin.get("slice")) or None}
+
+
 def summarise_result(data, source, top_destinations=20, warnings=None):
     """Keep what the report needs of one host result: its summary and findings.
 
@@ -374,6 +388,7 @@ def summarise_result(data, source, top_destinations=20, warnings=None):
         "error": as_str(error) or None,
         "audited_at": audited_at,
         "audited_ts": parse_time(audited_at),
+        "origin": result_origin(data),
         "groups": [as_str(group) for group in groups] if isinstance(groups, list) else [],
         "pool": summary["pool"],
         "time_wait": summary["time_wait"],
@@ -871,7 +886,7 @@ def fleet_document(model):
         hosts.append({
             "host": record["host"], "status": record["status"], "error": record["error"],
             "audited_at": record["audited_at"], "groups": record["groups"],
-            "source": record["source"], "pool": record["pool"],
+            "source": record["source"], "origin": record.get("origin"), "pool": record["pool"],
             "time_wait": record["time_wait"],
             "rate": record["rate"], "probe": record["probe"],
             "destination_count": record["destination_count"],

@@ -38,6 +38,13 @@ KNOWN_OTHER = frozenset({
     "portpool_tune_rollback",
     # Facts set by portpool_audit (on localhost).
     "portpool_audit_result",
+    # Variables of playbooks/report.yml (merge of sliced audits, docs/scale.md).
+    "portpool_report_results",
+    "portpool_report_allow_mixed_policies",
+    "portpool_report_gate",
+    # Run-level names each result file carries (run.slice, run.id); one value per run.
+    "portpool_audit_slice",
+    "portpool_audit_run_id",
 })
 
 

@@ -60,7 +60,9 @@ def test_run_writes_one_file_per_host_and_the_catalogue(tmp_path):
 
     clean = json.loads((run_dir / "results" / "clean.json").read_text())
     assert set(clean) == {"schema", "host", "status", "error", "probe_error", "audited_at",
-                          "groups", "facts", "probe", "findings", "summary"}
+                          "groups", "facts", "probe", "findings", "summary",
+                          # Self-description for merging slices (tests/unit/test_merge.py).
+                          "run", "policy", "policy_hash", "portpool_version"}
     assert clean["summary"]["pool"]["usable"] == 28232  # the block the report reads
     assert (clean["schema"], clean["status"], clean["error"], clean["findings"]) == \
         (1, "ok", None, [])
