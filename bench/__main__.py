@@ -7,7 +7,7 @@ median ratios; they need root (namespaces, the SSH fleet).
 import importlib
 import sys
 
-BENCHMARKS = ("probe", "facts", "netns", "audit", "report")
+BENCHMARKS = ("probe", "facts", "netns", "audit", "report", "tune")
 
 
 def main(argv=None):

@@ -129,6 +129,30 @@ options:
       - For O(mode=verify). The C(probe) result of a quick C(portpool_probe) run after
         applying; it must have measured the range and the usable pool the settings give.
     type: dict
+  verify:
+    description:
+      - For O(mode=apply). When the run changed the host, read it back in the same call as
+        O(mode=verify) would (each written key in C(/proc/sys), the file and its mode, this
+        run still the host's last), and fail with RV(mismatches) when it differs. The failed
+        result keeps RV(before), RV(run_id) and RV(state_created) to undo exactly this run.
+    type: bool
+    default: true
+  verify_probe:
+    description:
+      - For O(mode=apply) with O(verify). Also run a C(portpool_probe) measurement (these are
+        its options) after a change, in the same call, and check it measured the range and
+        usable pool the settings give. A probe that fails fails the verification.
+    type: dict
+    suboptions:
+      mode: {description: See M(portpool_probe)., type: str, default: lab, choices: [lab, host]}
+      scope:
+        {description: See M(portpool_probe)., type: str, default: quick, choices: [quick, full]}
+      sample_ports: {description: See M(portpool_probe)., type: int}
+      churn_seconds: {description: See M(portpool_probe)., type: float, default: 1.5}
+      timeout: {description: See M(portpool_probe)., type: int, default: 120}
+      max_connections: {description: See M(portpool_probe)., type: int}
+      destination: {description: See M(portpool_probe)., type: str}
+      namespace: {description: See M(portpool_probe)., type: str}
   expected:
     description:
       - For O(mode=verify). The runtime values (dotted names) and C(file) content that should
@@ -276,13 +300,19 @@ saved_at:
   returned: mode rollback, when there was a state
   type: str
 mismatches:
-  description: "O(mode=verify): keys (and C(file)) whose value differs from O(expected)."
-  returned: mode verify
+  description: "O(mode=verify), and O(mode=apply) with O(verify): keys (and C(file)) whose
+    value differs from what should be in place."
+  returned: mode verify; mode apply when it changed the host and O(verify)
   type: list
   elements: dict
 pool:
   description: "O(mode=verify): the pool the runtime values give (low, high, size, usable...)."
-  returned: mode verify, when the range is readable
+  returned: mode verify, and mode apply after a verified change, when the range is readable
+  type: dict
+probe:
+  description: "O(mode=apply) with O(verify_probe): what the probe measured after the change
+    (see RV(portpool_probe#module:probe)); null when it failed."
+  returned: mode apply when it changed the host and O(verify_probe) is set
   type: dict
 values:
   description: "O(mode=validate): canonical values by host and dotted key."
@@ -293,12 +323,14 @@ values:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.portpool_probe_run import measure, probe_argument_spec
 
 # Re-exported: tests use them here.
 from ansible.module_utils.portpool_tune_apply import (  # noqa: F401  # pylint: disable=unused-import
     Paths,
     read_target,
     run_apply,
+    run_apply_verified,
     run_preflight,
     run_rollback,
     run_validate,
@@ -327,6 +359,8 @@ def get_argument_spec():
         restore=dict(type="dict"),
         facts=dict(type="dict"),
         probe=dict(type="dict"),
+        verify=dict(type="bool", default=True),
+        verify_probe=dict(type="dict", options=probe_argument_spec()),
     )
 
 
@@ -342,7 +376,7 @@ def main():
             if mode == "preflight":
                 result = run_preflight(params, paths)
             elif mode == "apply":
-                result = run_apply(params, paths, module.check_mode)
+                result = run_apply_verified(params, paths, module.check_mode, measure)
             elif mode == "verify":
                 result = run_verify(params, paths)
             else:

@@ -616,3 +616,39 @@ def _rollback(params, paths, check_mode, mover):
             write_atomic(state_path, state_bytes(state), STATE_MODE, mover)
         result["msg"] = "restored the values found before this run"
     return result
+
+
+def run_apply_verified(params, paths, check_mode=False, measure=None):
+    """Apply, then verify on the host in the same call: one round trip, nothing echoed back.
+
+    The read-back is verify's own (each written key in /proc/sys, the file and its mode,
+    this run still the last one); with `verify_probe` options, `measure` (the probe's
+    code, portpool_probe_run.measure) also checks the pool the kernel now hands out.
+    A failed verification fails the result but keeps `before`, `run_id` and
+    `state_created`, so the caller can undo exactly this run.
+    """
+    result = run_apply(params, paths, check_mode)
+    if check_mode or not result["changed"] or not params.get("verify", True):
+        return result
+    probe = None
+    probe_error = None
+    if params.get("verify_probe") is not None and measure is not None:
+        outcome = measure(params["verify_probe"], False)
+        probe, probe_error = outcome.probe, outcome.error
+    checked = dict(params, run_id=result["run_id"], facts=None, probe=probe,
+                   expected={"runtime": result["target"], "file": result["after"]["file"]})
+    verified = run_verify(checked, paths)
+    if probe_error:
+        verified["mismatches"].append({"key": "probe", "expected": "a measurement",
+                                       "actual": probe_error, "source": "portpool_probe"})
+        verified["failed"] = True
+        verified["msg"] = ((verified.get("msg") or "verification failed") + "; the probe failed: "
+                           + probe_error)
+    result["mismatches"] = verified["mismatches"]
+    if params.get("verify_probe") is not None:
+        result["probe"] = probe
+    if "pool" in verified:
+        result["pool"] = verified["pool"]
+    if verified.get("failed"):
+        result.update(failed=True, msg=verified["msg"])
+    return result

@@ -528,3 +528,61 @@ def test_a_second_run_waits_for_the_lock_and_then_goes_on(tree):
     finally:
         timer.join(timeout=5)
     assert result["changed"] and runtime(tree, REUSE) == "1\n"
+
+
+class _Outcome:
+    def __init__(self, probe=None, error=None):
+        self.probe, self.error = probe, error
+
+
+def test_apply_verifies_in_the_same_call(tree):
+    paths = paths_for(tree)
+    calls = []
+
+    def measure(options, check_mode):
+        calls.append((options, check_mode))
+        return _Outcome(probe={"range": [40000, 49999], "expected": 9999,
+                               "matches_expected": True})
+
+    applied = mod.run_apply_verified(
+        params(settings=SETTINGS, verify_probe={"scope": "quick"}), paths, measure=measure)
+    assert applied["changed"] and not applied.get("failed")
+    assert applied["mismatches"] == [] and applied["pool"]["usable"] == 9999
+    assert calls == [({"scope": "quick"}, False)] and applied["probe"]["matches_expected"]
+    # Unchanged and check-mode runs touch nothing, so they neither read back nor probe.
+    again = mod.run_apply_verified(params(settings=SETTINGS, verify_probe={}), paths,
+                                   measure=measure)
+    checked = mod.run_apply_verified(params(settings=SETTINGS, verify_probe={}), paths,
+                                     check_mode=True, measure=measure)
+    assert len(calls) == 1 and "mismatches" not in again and "mismatches" not in checked
+
+
+def test_apply_fails_its_verification_and_keeps_what_undoes_it(tree, monkeypatch):
+    paths = paths_for(tree)
+    real = apply_mod.run_verify
+
+    def tampered(checked, paths):
+        # Something else changes the kernel between the write and the read-back.
+        tree.joinpath("proc", "sys", "net", "ipv4", "tcp_tw_reuse").write_text("0\n")
+        return real(checked, paths)
+
+    monkeypatch.setattr(apply_mod, "run_verify", tampered)
+    applied = mod.run_apply_verified(params(settings=SETTINGS), paths)
+    assert applied["failed"] and "verification failed" in applied["msg"]
+    assert [m["key"] for m in applied["mismatches"]] == [REUSE]
+    assert applied["run_id"] and applied["state_created"] and applied["before"]
+    undone = mod.run_rollback(params(mode="rollback", run_id=applied["run_id"]), paths)
+    assert undone["changed"] and runtime(tree, RANGE) == "32768 60999\n"
+
+
+def test_a_failed_probe_fails_the_verification(tree):
+    applied = mod.run_apply_verified(
+        params(settings=SETTINGS, verify_probe={}), paths_for(tree),
+        measure=lambda options, check_mode: _Outcome(error="no lab namespace"))
+    assert applied["failed"] and "the probe failed: no lab namespace" in applied["msg"]
+    assert applied["probe"] is None
+
+
+def test_verify_false_only_applies(tree):
+    applied = mod.run_apply_verified(params(settings=SETTINGS, verify=False), paths_for(tree))
+    assert applied["changed"] and "mismatches" not in applied
