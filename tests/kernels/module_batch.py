@@ -14,7 +14,8 @@ Cases are read and answered one line at a time, so a test may also drive it
 interactively, checking the system between two calls (module_run.ModuleServer).
 
 A case: {"args": {...}, "env": {...}, "nofile": N, "netns": bool,
-"sysctls": {"net.ipv4.x": "text"}, "naive_port": N}. A result: {"result": the
+"sysctls": {"net.ipv4.x": "text"}, "naive_port": N, "join_netns": "/proc/PID/ns/net"}
+(join_netns: run in that existing network namespace instead). A result: {"result": the
 module's JSON or null, "output": its raw output when not JSON, "naive": the
 naive loop's result or null}.
 """
@@ -55,10 +56,21 @@ def _enter_namespace(sysctls):
             handle.write(value + "\n")
 
 
+def _join_namespace(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns(%s)" % path)
+    finally:
+        os.close(fd)
+
+
 def _child(module_path, case, out_path):
     """Runs in the forked child; never returns."""
     code = 0
     try:
+        if case.get("join_netns"):
+            _join_namespace(case["join_netns"])
         if case.get("netns"):
             _enter_namespace(case.get("sysctls", {}))
         os.environ.update(case.get("env", {}))

@@ -56,7 +56,8 @@ class ModuleServer:
         self.proc.stdin.write(json.dumps(case) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
-        assert line.startswith("{"), "module_batch.py stopped: %r" % line
+        assert line.startswith("{"), "module_batch.py stopped (exit %s): %r" % (
+            self.proc.poll(), line)
         answer = json.loads(line)
         assert answer["result"] is not None, answer["output"]
         return answer

@@ -83,7 +83,8 @@ def run_batch(cases, prefix=(), python=sys.executable, env=None):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == len(cases), done.stdout + done.stderr[-3000:]
+    assert len(results) == len(cases), "exit %d\n%s%s" % (done.returncode, done.stdout,
+                                                         done.stderr[-3000:])
     return results
 
 
