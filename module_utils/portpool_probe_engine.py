@@ -149,8 +149,9 @@ def configure_lab(plan, root="/proc/sys"):
     """Copy the host's settings (already read by the module) into the lab."""
     lab_unprivileged = int(read_sysctl("net.ipv4.ip_unprivileged_port_start", root))
     has_delay = read_sysctl("net.ipv4.tcp_tw_reuse_delay", root) is not None
+    has_somaxconn = read_sysctl("net.core.somaxconn", root) is not None
     for name, value in lab_sysctl_writes(plan["settings"], plan["measured_range"],
-                                         lab_unprivileged, has_delay):
+                                         lab_unprivileged, has_delay, has_somaxconn):
         write_sysctl(name, value, root)
 
 

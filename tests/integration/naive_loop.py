@@ -10,7 +10,8 @@ import socket
 import sys
 
 
-def main(listen_port):
+def naive_hold(listen_port):
+    """{"ports": the local ports connect() handed out, "reason": why it stopped}."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", listen_port))
@@ -24,9 +25,12 @@ def main(listen_port):
             reason = errno.errorcode.get(code, str(code))
             break
         held.append(sock)
-    print(json.dumps({"ports": sorted(sock.getsockname()[1] for sock in held),
-                      "reason": reason}))
+    ports = sorted(sock.getsockname()[1] for sock in held)
+    for sock in held:
+        sock.close()
+    listener.close()
+    return {"ports": ports, "reason": reason}
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    print(json.dumps(naive_hold(int(sys.argv[1]))))

@@ -33,3 +33,45 @@ def run_module(name, args, prefix=(), timeout=180):
 
 def shell_quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+class ModuleServer:
+    """One module_batch.py process answering module calls one at a time.
+
+    Under emulation each run_module() pays Python's start and imports again
+    (about 10 s); a server pays them once, and the test can still check the
+    system between two calls."""
+
+    def __init__(self, name, prefix=(), python=sys.executable, env=None):
+        self.proc = subprocess.Popen(
+            [*prefix, python, str(Path(__file__).with_name("module_batch.py")), name],
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def call(self, args, **case):
+        """The module's JSON result for `args` (case keys: env, nofile, netns...)."""
+        return self.run(dict(case, args=args))["result"]
+
+    def run(self, case):
+        """module_batch.py's answer for one case: result, output, naive."""
+        self.proc.stdin.write(json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line.startswith("{"), "module_batch.py stopped (exit %s): %r" % (
+            self.proc.poll(), line)
+        answer = json.loads(line)
+        assert answer["result"] is not None, answer["output"]
+        return answer
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -11,11 +11,10 @@ What the test expects follows the sysctl, never the release string.
 """
 
 import os
-import shlex
 
 import pytest
 
-from tests.kernels.module_run import module_argv, run_module
+from tests.kernels.module_run import ModuleServer, module_argv
 
 pytestmark = pytest.mark.root
 
@@ -33,25 +32,30 @@ CASES = [
 IDS = ["tw%d-ts%d-%s" % (case[0], case[1], case[2].replace(" ", "-")) for case in CASES]
 
 
-def probe_in_namespace(tw_reuse, timestamps, port_range, reserved, args):
+@pytest.fixture(scope="module")
+def server():
+    with ModuleServer("portpool_probe") as running:
+        yield running
+
+
+def probe_in_namespace(server, case):
+    tw_reuse, timestamps, port_range, reserved, args = case[:5]
     sysctls = {"net.ipv4.ip_local_port_range": port_range,
                "net.ipv4.ip_local_reserved_ports": reserved,
                "net.ipv4.tcp_tw_reuse": str(tw_reuse),
                "net.ipv4.tcp_timestamps": str(timestamps)}
-    writes = ["sysctl -qw %s" % shlex.quote("%s=%s" % item) for item in sysctls.items()]
-    script = "set -e; %s; exec \"$@\"" % "; ".join(writes)
-    # Small pools and 2.5 s of churn: under emulation on a busy machine the pool
-    # must still run out early enough to judge reuse (delay 1 s after the failure).
-    result = run_module("portpool_probe", dict(args, churn_seconds=2.5),
-                        prefix=["unshare", "--net", "sh", "-c", script, "sh"])
+    # Small pools, and up to 4 s of churn (it stops once reuse is decided):
+    # under emulation on a busy machine the pool must still run out early
+    # enough to judge reuse (1 s of failures after the first one).
+    result = server.call(dict(args, churn_seconds=4), netns=True, sysctls=sysctls)
     assert not result.get("failed"), result.get("msg")
     return result["probe"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_hold_is_exact_and_churn_verdicts_match_the_settings(case):
-    tw_reuse, timestamps, port_range, reserved, args, usable, measured = case
-    probe = probe_in_namespace(tw_reuse, timestamps, port_range, reserved, args)
+def test_hold_is_exact_and_churn_verdicts_match_the_settings(server, case):
+    tw_reuse, timestamps, _, _, _, usable, measured = case
+    probe = probe_in_namespace(server, case)
     assert probe["expected"] == usable
     hold = probe["hold"]
     assert hold["expected"] == measured

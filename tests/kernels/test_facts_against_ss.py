@@ -13,22 +13,28 @@ import pytest
 
 from tests.integration import facts_scenario as scenario
 from tests.integration.test_facts_namespace import population, ss_rows, ss_snapshot
-from tests.kernels.module_run import run_module
+from tests.kernels.module_run import ModuleServer
 
 pytestmark = pytest.mark.root
 
 
-def facts_in(pid, args):
-    result = run_module("portpool_facts", args, prefix=["nsenter", "--net=/proc/%d/ns/net" % pid])
+@pytest.fixture(scope="module")
+def server():
+    with ModuleServer("portpool_facts") as running:
+        yield running
+
+
+def facts_in(server, pid, args):
+    result = server.call(args, join_netns="/proc/%d/ns/net" % pid)
     assert not result.get("failed"), result.get("msg")
     return result["ansible_facts"]["portpool"]
 
 
 @pytest.mark.parametrize("source", ["netlink", "proc"])
-def test_states_and_destinations_equal_ss(source):
+def test_states_and_destinations_equal_ss(server, source):
     with population() as pid:
         before = ss_snapshot(pid)
-        facts = facts_in(pid, {"socket_source": source})
+        facts = facts_in(server, pid, {"socket_source": source})
         after = ss_snapshot(pid)
     assert before == after, "the socket population moved while it was measured"
     sockets = facts["sockets"]
@@ -49,9 +55,9 @@ def test_states_and_destinations_equal_ss(source):
         assert (facts["sysctl"][key] is not None) is present, key
 
 
-def test_time_wait_overflow_counted():
+def test_time_wait_overflow_counted(server):
     with population("--max-tw-buckets", "4") as pid:
-        facts = facts_in(pid, {"destinations_top": 2})
+        facts = facts_in(server, pid, {"destinations_top": 2})
         tw_rows = ss_rows(pid, "state", "time-wait")
     assert facts["sysctl"]["tcp_max_tw_buckets"] == 4
     assert facts["sockets"]["time_wait"] == len(tw_rows) <= 4

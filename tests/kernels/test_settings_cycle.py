@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from tests.kernels.module_run import REPO, run_module
+from tests.kernels.module_run import REPO, ModuleServer
 
 pytestmark = pytest.mark.root
 
@@ -55,9 +55,8 @@ def values(inside):
 def test_apply_verify_rollback(tmp_path):
     state = str(tmp_path / "state")
     apply = {"settings": SETTINGS, "state_dir": state}
-    with namespace() as inside:
-        def settings(args):
-            return run_module("portpool_settings", args, prefix=inside.prefix)
+    with namespace() as inside, ModuleServer("portpool_settings", inside.prefix) as server:
+        settings = server.call
 
         before = values(inside)
         first = settings(apply)

@@ -237,6 +237,14 @@ def test_lab_writes_range_first_when_unprivileged_start_rises():
         "net.ipv4.ip_unprivileged_port_start")
 
 
+def test_lab_writes_skip_somaxconn_the_lab_does_not_show():
+    # A user namespace's network namespace hides net.core on Debian's 6.1.
+    names = [name for name, _ in lab_sysctl_writes(settings(), [32768, 60999], 1024,
+                                                   lab_has_somaxconn=False)]
+    assert "net.core.somaxconn" not in names
+    assert "net.ipv4.ip_local_port_range" in names
+
+
 def test_lab_writes_skip_missing_delay():
     host = settings(**{"net.ipv4.tcp_tw_reuse_delay": None})
     names = [name for name, _ in lab_sysctl_writes(host, [32768, 60999], 1024)]
