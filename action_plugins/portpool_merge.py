@@ -33,7 +33,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(argument_spec=merge_argument_spec())
+        _validation, params = self.validate_argument_spec(argument_spec=merge_argument_spec())
         try:
             merged = merge(params)
         except (OSError, ValueError) as exc:

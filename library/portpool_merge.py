@@ -27,7 +27,8 @@ description:
   - Runs on the controller; renders nothing. The C(portpool_report) module renders the
     merged folder (C(playbooks/report.yml) does both, then gates).
 version_added: "0.2.0"
-author: portpool contributors
+author:
+  - portpool contributors (!UNKNOWN)
 options:
   result_dirs:
     description:
@@ -53,12 +54,17 @@ options:
         C(portpool_preflight_fail_on) as its slice saw it.
     type: str
     choices: [info, low, medium, high, critical]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: none
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
+    description: An action plugin of the same name runs the module's work on the controller.
     support: full
     details: Runs in the controller process (C(action_plugins/portpool_merge.py)).
 seealso:
