@@ -830,7 +830,22 @@ class Fleet:
                                 timeout=float(seconds) + 30)
         if result.returncode != 0:
             raise FleetError("churn on %s failed: %s" % (name, result.stderr.strip()[-500:]))
+        self.settle(name, destination, port)
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def settle(self, name, destination, port, seconds=10):
+        """Wait (bounded) until host `name`'s closing sockets to destination:port are
+        in TIME_WAIT: the client closes first, and each socket waits in FIN_WAIT until
+        the peer has closed its side too."""
+        address = self.address_of(destination)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            closing = self.run(name, ["ss", "-Htn", "state", "fin-wait-1", "state",
+                                      "fin-wait-2", "state", "closing", "dst",
+                                      "%s:%d" % (address, int(port))]).stdout
+            if not closing.strip():
+                return
+            time.sleep(0.1)
 
     def start_churn(self, name, destination, port, *, rate, seconds):
         """Like churn() at a steady rate, in the background, for at most `seconds`.
@@ -863,6 +878,7 @@ class Fleet:
     def time_wait(self, name, destination, port):
         """How many TIME_WAIT sockets host `name` holds to destination:port."""
         address = self.address_of(destination)
+        self.settle(name, destination, port)
         result = self.run(name, ["ss", "-Htn", "state", "time-wait", "dst",
                                  "%s:%d" % (address, int(port))])
         return len(result.stdout.splitlines())
