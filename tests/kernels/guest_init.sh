@@ -25,7 +25,8 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs shm $R/dev/shm
 mount -t tmpfs run $R/run
-mount -t tmpfs tmp $R/tmp
+# /tmp stays the host's, through the overlay (writes land in RAM): the checkout
+# under test, and the job script, may live there (CI clones into a temp folder).
 JOB=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^matrix_job=//p')
 echo "MATRIX-BEGIN"
 # switch_root, not chroot: the job's `nsenter --mount` must find this root as
