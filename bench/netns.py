@@ -7,6 +7,10 @@ Two test hosts are made, each a fresh set of network, mount and PID namespaces
 
 - busy: N other network namespaces, three in four named (`ip netns add`) and
   one in four held only by a process (`unshare --net sleep`), as containers are;
+- listening: the same, with a TCP listener in each namespace, as a container
+  serving something has (an idle namespace is answered from
+  /proc/net/sockstat; one with any socket costs a walk of the kernel's
+  established hash table per family);
 - empty: none.
 
 The whole `ansible localhost -m portpool_facts` task is timed inside each,
@@ -35,8 +39,8 @@ UNSHARE_HOST = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"
 
 # Runs as the host's init: make the namespaces, say ready, hold until stdin closes.
 HOST = r"""
-import os, subprocess, sys
-count = int(sys.argv[1])
+import ctypes, os, socket, subprocess, sys
+count, listening = int(sys.argv[1]), sys.argv[2] == "listen"
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 os.makedirs("/run/netns", exist_ok=True)
 subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/netns"], check=True)
@@ -46,6 +50,19 @@ for index in range(count):
         holders.append(subprocess.Popen(["unshare", "--net", "sleep", "3600"]))
     else:
         subprocess.run(["ip", "netns", "add", "bench-%d" % index], check=True)
+sockets = []
+if listening:  # one listener per namespace, all held by this process
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    paths = ["/run/netns/" + name for name in sorted(os.listdir("/run/netns"))]
+    paths += ["/proc/%d/ns/net" % holder.pid for holder in holders]
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        assert libc.setns(fd, 0x40000000) == 0, path
+        os.close(fd)
+        listener = socket.create_server(("127.0.0.1", 8080))
+        sockets.append(listener)
+    assert libc.setns(home, 0x40000000) == 0
 print("ready", flush=True)
 sys.stdin.read()
 for holder in holders:
@@ -54,8 +71,9 @@ for holder in holders:
 
 
 @contextlib.contextmanager
-def host(count):
-    proc = subprocess.Popen([*UNSHARE_HOST, sys.executable, "-c", HOST, str(count)],
+def host(count, listening=False):
+    proc = subprocess.Popen([*UNSHARE_HOST, sys.executable, "-c", HOST, str(count),
+                             "listen" if listening else "idle"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -100,25 +118,30 @@ def main(argv=None):
     if os.geteuid() != 0:
         print("bench.netns needs root (namespaces)", file=sys.stderr)
         return 1
-    cases = {"default bounds": {}, "read all": {"namespaces": {"max_count": options.namespaces}}}
-    times = {(case, kind): [] for case in cases for kind in ("busy", "empty")}
+    read_all = {"namespaces": {"max_count": options.namespaces}}
+    # (label, host kind, module args): each busy case is timed against the empty host.
+    cases = [("default bounds", "idle", {}), ("read all", "idle", read_all),
+             ("read all, listening", "listening", read_all)]
+    times = {}
     reported = {}
-    with host(options.namespaces) as busy, host(0) as empty:
+    with host(options.namespaces) as idle, host(options.namespaces, True) as listening, \
+            host(0) as empty:
+        hosts = {"idle": idle, "listening": listening}
         for _round in range(options.rounds):
-            for case, args in cases.items():
-                for kind, init in (("busy", busy), ("empty", empty)):
+            for label, kind, args in cases:
+                for side, init in (("busy", hosts[kind]), ("empty", empty)):
                     elapsed, fact = facts_task(init, args)
-                    times[(case, kind)].append(elapsed)
-                    reported[(case, kind)] = fact
+                    times.setdefault((label, side), []).append(elapsed)
+                    reported[(label, side)] = fact
     print("whole `ansible localhost -m portpool_facts` task, median of %d rounds"
           % options.rounds)
-    for case in cases:
-        busy_s = statistics.median(times[(case, "busy")])
-        empty_s = statistics.median(times[(case, "empty")])
-        fact = reported[(case, "busy")]
-        print("  %-15s %d namespaces: %.2f s, none: %.2f s, ratio %.2fx (target < 2x); "
+    for label, _kind, _args in cases:
+        busy_s = statistics.median(times[(label, "busy")])
+        empty_s = statistics.median(times[(label, "empty")])
+        fact = reported[(label, "busy")]
+        print("  %-20s %d namespaces: %.2f s, none: %.2f s, ratio %.2fx (target < 2x); "
               "found %d, read %d, skipped %s, in-module %.2f s"
-              % (case, options.namespaces, busy_s, empty_s, busy_s / empty_s, fact["found"],
+              % (label, options.namespaces, busy_s, empty_s, busy_s / empty_s, fact["found"],
                  fact["inspected"], fact["skipped"], fact["seconds"]))
     return 0
 

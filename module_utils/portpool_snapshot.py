@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.portpool_sockdiag import (
-    ALL_STATES,
     LISTEN,
-    TIME_WAIT,
     NetlinkUnavailable,
     SocketTally,
+    families_in_use,
     merge_tally,
+    netlink_connections_into,
     netlink_tally,
-    netlink_timewait_into,
     parse_netstat_counter,
     proc_tally,
     state_counts,
@@ -69,9 +68,12 @@ def type_sysctls(runtime):
 def collect_sockets(low, high, source="auto", proc_root="/proc"):
     """Socket tally from netlink or /proc; and warnings.
 
-    Netlink asks three times, each with the states filtered in the kernel:
-    LISTEN, then every other state but TIME_WAIT, then TIME_WAIT alone through
-    the fast fixed-record path (TIME_WAIT is where the numbers are).
+    Netlink asks twice per family, each with the states filtered in the
+    kernel: LISTEN (cheap: the listening hash is small), then every other
+    state in one walk of the established hash table (about 1 ms on a machine
+    with 262,144 buckets, however few sockets the namespace has). A family
+    that /proc/net/sockstat shows has no TCP socket at all is not asked: a
+    container's idle namespace costs a file read, not two table walks.
 
     Listening ports are excluded from the outgoing-port table before the
     connection dump, so accepted connections to a listener inside the range are
@@ -80,12 +82,11 @@ def collect_sockets(low, high, source="auto", proc_root="/proc"):
     warnings = []
     if source in ("auto", "netlink"):
         try:
-            listeners = netlink_tally(SocketTally(), 1 << LISTEN)
+            families = families_to_dump(proc_root)
+            listeners = netlink_tally(SocketTally(), 1 << LISTEN, families)
             ports = {port for _family, _raw, port in listeners.listeners}
-            connections = netlink_tally(
-                SocketTally(low, high, exclude_ports=ports),
-                ALL_STATES & ~((1 << LISTEN) | (1 << TIME_WAIT)))
-            netlink_timewait_into(connections)
+            connections = netlink_connections_into(
+                SocketTally(low, high, exclude_ports=ports), families)
             merge_tally(connections, listeners)
             return connections, "netlink", warnings
         except NetlinkUnavailable as exc:
@@ -97,6 +98,19 @@ def collect_sockets(low, high, source="auto", proc_root="/proc"):
     if not tally.tables:
         return None, None, warnings
     return tally, "proc", warnings
+
+
+def families_to_dump(proc_root="/proc"):
+    """The families sockstat shows have TCP sockets (both if it cannot be read)."""
+    texts = []
+    for name in ("sockstat", "sockstat6"):
+        try:
+            with open(os.path.join(proc_root, "net", name), encoding="ascii",
+                      errors="replace") as handle:
+                texts.append(handle.read())
+        except OSError:
+            texts.append("")
+    return families_in_use(*texts)
 
 
 def read_netstat_counter(name, proc_root="/proc"):

@@ -292,6 +292,59 @@ def count_timewait_buffer(buf, length, in_range, counter):
     return messages + tally.messages, done
 
 
+# The same record with the state byte too, for dumps that mix TIME_WAIT with
+# other states (a full socket's reply can also be 96 bytes long).
+_STATE_RECORD_STRUCTS = {}
+
+
+def _state_record_struct(msg_len):
+    record = _STATE_RECORD_STRUCTS.get(msg_len)
+    if record is None:
+        record = _STATE_RECORD_STRUCTS[msg_len] = struct.Struct(
+            ">IH11xB2xH34s%dx" % (msg_len - _OFF_END))
+    return record
+
+
+def count_mixed_buffer(buf, length, tally, counter):
+    """Walk a reply buffer of a dump of every state but LISTEN.
+
+    Runs of TIME_WAIT replies take the fixed-record path (their in-range raw
+    keys go into `counter`); every other reply goes through the general walk
+    into `tally`, one message at a time. One dump per family then serves both,
+    where two would each walk the kernel's whole established hash table.
+    Returns (TIME_WAIT messages, done).
+    """
+    view = memoryview(buf)[:length]
+    in_range = tally.in_range
+    messages = 0
+    offset = 0
+    while offset + MSG_HEADER_LEN <= length:
+        msg_len, msg_type = _NLMSG_LEN_TYPE.unpack_from(buf, offset)
+        whole = offset + (length - offset) // msg_len * msg_len if msg_len else offset
+        if (msg_type == SOCK_DIAG_BY_FAMILY and msg_len >= TIMEWAIT_MSG_LEN
+                and msg_len % 4 == 0 and buf[offset + _OFF_STATE] == TIME_WAIT
+                and whole > offset):
+            len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
+            for rec_len, rec_type, state, sport, key in _state_record_struct(
+                    msg_len).iter_unpack(view[offset:whole]):
+                if rec_len != len_swapped or rec_type != _TYPE_SWAPPED or state != TIME_WAIT:
+                    break
+                messages += 1
+                offset += msg_len
+                if in_range[sport]:
+                    counter[key] += 1
+            continue
+        if msg_len < MSG_HEADER_LEN or offset + msg_len > length:
+            raise ValueError("truncated netlink message at offset %d" % offset)
+        end = min(offset + ((msg_len + 3) & ~3), length)
+        if parse_diag_buffer(view[offset:end], end - offset, tally):
+            return messages, True
+        offset = end
+    if offset < length:
+        raise ValueError("truncated netlink message at offset %d" % offset)
+    return messages, False
+
+
 _KEY_STRUCTS = {}
 
 
@@ -417,11 +470,13 @@ def netlink_timewait_destinations(low, high, families=(socket.AF_INET, socket.AF
     return result
 
 
-def netlink_timewait_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
-    """Add every TIME_WAIT socket to `tally` through the fast TIME_WAIT path.
+def netlink_connections_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
+    """Add every socket but the listeners to `tally`: one dump per family.
 
-    All TIME_WAIT sockets are counted per family; those whose local port is
-    set in `tally.in_range` also count towards their destination.
+    TIME_WAIT replies are counted through the fixed-record path, the rest
+    through the general walk (count_mixed_buffer). All TIME_WAIT sockets count
+    per family; those whose local port is set in `tally.in_range` also count
+    towards their destination.
     """
     sock = open_diag_socket()
     try:
@@ -431,11 +486,11 @@ def netlink_timewait_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
 
             # Defaults bind this iteration's counters (ruff B023); each dump gets fresh ones.
             def consume(buf, length, counter=counter, seen=seen):  # pylint: disable=dangerous-default-value
-                messages, done = count_timewait_buffer(buf, length, tally.in_range, counter)
+                messages, done = count_mixed_buffer(buf, length, tally, counter)
                 seen[0] += messages
                 return done
 
-            run_dump(sock, family, 1 << TIME_WAIT, consume, seq=seq)
+            run_dump(sock, family, ALL_STATES & ~(1 << LISTEN), consume, seq=seq)
             tally.states.setdefault(family, Counter())[TIME_WAIT] += seen[0]
             tally.messages += seen[0]
             for key, count in counter.items():
@@ -443,6 +498,35 @@ def netlink_timewait_into(tally, families=(socket.AF_INET, socket.AF_INET6)):
     finally:
         sock.close()
     return tally
+
+
+def families_in_use(sockstat, sockstat6):
+    """The address families worth a dump, from /proc/net/sockstat{,6} text.
+
+    `inuse` counts the full IPv4 (sockstat) and IPv6 (sockstat6) TCP sockets of
+    the reading process's namespace, listeners included; `tw` its TIME_WAIT
+    ones of both families (were it machine-wide it would only be larger). A
+    family with no full socket while nothing is in TIME_WAIT has nothing to
+    find. Both families when a line or field is not there.
+    """
+    both = (socket.AF_INET, socket.AF_INET6)
+    counts = {}
+    for text, label, family in ((sockstat, "TCP:", socket.AF_INET),
+                                (sockstat6, "TCP6:", socket.AF_INET6)):
+        line = next((line.split() for line in text.splitlines()
+                     if line.startswith(label + " ")), None)
+        if line is None:
+            return both
+        fields = dict(zip(line[1::2], line[2::2]))
+        try:
+            counts[family] = int(fields["inuse"])
+            if family == socket.AF_INET:
+                timewait = int(fields["tw"])
+        except (KeyError, ValueError):
+            return both
+    if timewait:
+        return both
+    return tuple(family for family in both if counts[family])
 
 
 # /proc/net/tcp and tcp6 fallback.

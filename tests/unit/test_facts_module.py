@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import portpool_facts
@@ -259,6 +260,35 @@ def test_netlink_unavailable_falls_back_to_proc(monkeypatch):
                         "Protocol not supported); reading /proc/net/tcp"]
     with pytest.raises(NetlinkUnavailable):
         portpool_facts.collect_sockets(40000, 49999, "netlink", str(PROC))
+
+
+def _sockstat_root(tmp_path, inuse, tw, inuse6):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "sockstat").write_text(
+        "sockets: used 4\nTCP: inuse %d orphan 0 tw %d alloc 1 mem 0\n" % (inuse, tw))
+    (tmp_path / "net" / "sockstat6").write_text("TCP6: inuse %d\n" % inuse6)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("sockstat, dumped", [
+    ((0, 0, 0), []),
+    ((1, 0, 0), [socket.AF_INET]),
+    ((0, 0, 1), [socket.AF_INET6]),
+    ((0, 3, 0), [socket.AF_INET, socket.AF_INET6]),
+])
+def test_only_families_with_tcp_sockets_are_dumped(monkeypatch, tmp_path, sockstat, dumped):
+    """An idle namespace costs a file read, not walks of the established hash table."""
+    calls = []
+    monkeypatch.setattr(portpool_snapshot, "netlink_tally",
+                        lambda tally, states, families: calls.append(("listen", families))
+                        or tally)
+    monkeypatch.setattr(portpool_snapshot, "netlink_connections_into",
+                        lambda tally, families: calls.append(("connections", families))
+                        or tally)
+    tally, source, warnings = portpool_facts.collect_sockets(
+        40000, 49999, "auto", _sockstat_root(tmp_path, *sockstat))
+    assert (source, warnings, tally.messages) == ("netlink", [], 0)
+    assert calls == [("listen", tuple(dumped)), ("connections", tuple(dumped))]
 
 
 def _run_main(monkeypatch, capsys, args, outcome):

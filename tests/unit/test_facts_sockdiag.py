@@ -270,16 +270,78 @@ def chunks_of(data, size):
     return chunks
 
 
-def test_timewait_dump_through_a_fake_socket(monkeypatch):
+def test_mixed_walk_equals_general_walk():
+    """One dump of every state, walked with TIME_WAIT runs in C, counts what the
+    general walk counts, whatever the recv boundaries."""
+    for name in ("sockdiag_all_v4.bin", "sockdiag_all_v6.bin"):
+        data = (FIXTURES / name).read_bytes()
+        general = sd.SocketTally(LOW, HIGH, exclude_ports=LISTEN_PORTS)
+        sd.parse_diag_buffer(data, len(data), general)
+        for size in (300, 4096, 1 << 20):
+            mixed = sd.SocketTally(LOW, HIGH, exclude_ports=LISTEN_PORTS)
+            counter = Counter()
+            tw_messages, done = 0, False
+            for chunk in chunks_of(data, size):
+                messages, done = sd.count_mixed_buffer(chunk, len(chunk), mixed, counter)
+                tw_messages += messages
+            assert done is True
+            family = socket.AF_INET if "v4" in name else socket.AF_INET6
+            mixed.states[family][sd.TIME_WAIT] += tw_messages
+            for key, count in counter.items():
+                mixed.destinations.setdefault((family, key), Counter())[sd.TIME_WAIT] += count
+            assert mixed.states == general.states
+            assert mixed.destinations == general.destinations
+            assert mixed.listeners == general.listeners
+
+
+def test_mixed_walk_rejects_a_truncated_message():
+    data = (FIXTURES / "sockdiag_all_v4.bin").read_bytes()
+    with pytest.raises(ValueError, match="truncated"):
+        sd.count_mixed_buffer(data[:130], 130, sd.SocketTally(LOW, HIGH), Counter())
+
+
+def test_connection_dump_through_a_fake_socket(monkeypatch):
+    """One dump per family asks for every state but LISTEN."""
     tw = (FIXTURES / "sockdiag_tw_v4.bin").read_bytes()
     done = struct.pack("=IHHIIi", 20, sd.NLMSG_DONE, 2, 1, 0, 0)
     fake = FakeDiagSocket({socket.AF_INET: chunks_of(tw, 400), socket.AF_INET6: [done]})
     monkeypatch.setattr(sd, "open_diag_socket", lambda: fake)
-    tally = sd.netlink_timewait_into(sd.SocketTally(LOW, HIGH))
+    tally = sd.netlink_connections_into(sd.SocketTally(LOW, HIGH))
     assert tally.states[socket.AF_INET][sd.TIME_WAIT] == EXPECTED["states"]["time-wait"]["ipv4"]
     assert tally.states[socket.AF_INET6][sd.TIME_WAIT] == 0
     assert [r[16] for r in fake.requests] == [socket.AF_INET, socket.AF_INET6]
-    assert all(struct.unpack_from("=I", r, 20)[0] == 1 << sd.TIME_WAIT for r in fake.requests)
+    assert all(struct.unpack_from("=I", r, 20)[0] == sd.ALL_STATES & ~(1 << sd.LISTEN)
+               for r in fake.requests)
+
+
+SOCKSTAT = ("sockets: used 9\nTCP: inuse {inuse} orphan 0 tw {tw} alloc 3 mem 1\n"
+            "UDP: inuse 0 mem 0\n")
+SOCKSTAT6 = "TCP6: inuse {inuse6}\nUDP6: inuse 0\n"
+
+
+V4, V6 = socket.AF_INET, socket.AF_INET6
+
+
+@pytest.mark.parametrize("inuse, tw, inuse6, expected", [
+    (0, 0, 0, ()),
+    (2, 0, 0, (V4,)),
+    (0, 0, 1, (V6,)),
+    (2, 0, 1, (V4, V6)),
+    (0, 7, 0, (V4, V6)),  # TIME_WAIT is counted for both families together
+])
+def test_families_with_tcp_sockets(inuse, tw, inuse6, expected):
+    assert sd.families_in_use(SOCKSTAT.format(inuse=inuse, tw=tw),
+                              SOCKSTAT6.format(inuse6=inuse6)) == expected
+
+
+@pytest.mark.parametrize("sockstat, sockstat6", [
+    ("", SOCKSTAT6.format(inuse6=0)),
+    (SOCKSTAT.format(inuse=0, tw=0), ""),
+    ("TCP: inuse x orphan 0 tw 0\n", SOCKSTAT6.format(inuse6=0)),
+    ("TCP: inuse 0 orphan 0\n", SOCKSTAT6.format(inuse6=0)),
+])
+def test_sockstat_unreadable_means_both_families(sockstat, sockstat6):
+    assert sd.families_in_use(sockstat, sockstat6) == (V4, V6)
 
 
 def test_breakdown_falls_back_when_the_kernel_rejects_the_filter(monkeypatch):
