@@ -276,6 +276,15 @@ probe:
             range) took after the chunks.
           type: int
           sample: 2
+        ends_held_directly:
+          description: Ends of a same-parity range that the final pass did not get and that
+            were then held with a search narrowed to that one port. connect()'s own search
+            reaches the low end only when it starts on it (one search in (ports - 1) / 2),
+            which a fill from empty usually meets on the way and the final pass seldom does.
+            Counted in RV(probe.hold.established).
+          type: list
+          elements: int
+          sample: [40000]
         workers_peak_rss_kb:
           description: Sum of the hold workers' peak resident memory, in KiB.
           type: int

@@ -50,14 +50,17 @@ from ansible.module_utils.portpool_probe_partition import (
     assign_chunks,
     chunk_size_for,
     chunk_usable,
+    ends_to_hold_directly,
     parallel_workers,
     split_range,
 )
 from ansible.module_utils.portpool_probe_repair import (
     choose_method,
+    connect_one,
     fill,
     fill_chunks,
     local_ports,
+    pack_range,
     set_lab_range,
 )
 from ansible.module_utils.portpool_probe_userns import LabRefused, enter_lab
@@ -534,6 +537,17 @@ def run_hold(plan, method, listening, limits, workers_out):
                             deadline, repair=method["sockets"] == "repair")
         if final_reason == "quota" and left is not None and len(final) >= left:
             final_reason = "cap"
+    final_pass = len(final)
+    missing = None
+    direct = []
+    if final_reason == "EADDRNOTAVAIL":
+        missing = missing_ports((low, high), spans, results, ends, local_ports(final))
+        reachable = ends_to_hold_directly(missing, low, high, spans)
+        if left is not None:
+            reachable = reachable[:max(0, left - len(final))]
+        direct = hold_ends_directly(hold_addr, reachable, method, (low, high))
+        final.extend(sock for _port, sock in direct)
+        missing = [port for port in missing if port not in {port for port, _s in direct}]
     acceptor.drain()
     final_alive = count_alive(final)
     established += final_alive
@@ -547,14 +561,35 @@ def run_hold(plan, method, listening, limits, workers_out):
         "seconds": time.monotonic() - start,
         "workers": len(workers_out),
         "fd_limit_per_process": fd_limit,
-        "final_pass": len(final),
+        "final_pass": final_pass,
+        "ends_held_directly": sorted(port for port, _sock in direct),
         "workers_peak_rss_kb": sum(r.get("rss_kb", 0) for r in results),
         "missing": None,
     }
     if hold["stopped_by"] == "EADDRNOTAVAIL":
-        hold["missing"] = missing_ports((low, high), spans, results, ends,
-                                        local_ports(final))
+        hold["missing"] = missing
     return acceptor, hold, lambda: release_held(final)
+
+
+def hold_ends_directly(hold_addr, ports, method, measured):
+    """[(port, socket)] for each end taken with a search narrowed to that port
+    (the socket's own range, or the lab's range for that one connect)."""
+    held = []
+    repair = method["sockets"] == "repair"
+    for port in ports:
+        if method["partition"] == "socket":
+            sock, _code = connect_one(hold_addr, repair, pack_range(port, port))
+        else:
+            set_lab_range(port, port)
+            try:
+                sock, _code = connect_one(hold_addr, repair, None)
+            finally:
+                set_lab_range(*measured)
+        if sock is not None and sock.getsockname()[1] == port:
+            held.append((port, sock))
+        elif sock is not None:
+            sock.close()
+    return held
 
 
 def missing_ports(measured, spans, results, ends, final_ports):
@@ -609,6 +644,7 @@ def _run_plain_hold(plan, method, listening, limits, workers_out):
         "workers": len(workers_out),
         "fd_limit_per_process": fd_limit,
         "final_pass": 0,
+        "ends_held_directly": [],
         "workers_peak_rss_kb": sum(r.get("rss_kb", 0) for r in results),
         "missing": None,
     }, (lambda: None)

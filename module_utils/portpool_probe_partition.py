@@ -115,6 +115,35 @@ def kernel_may_skip(low, high, spans):
     return [port for port in (low, high) if port not in reserved]
 
 
+def search_never_reaches(low, high, spans):
+    """Ports of [low, high] that connect()'s own search never hands out.
+
+    The search window is the range size rounded down to even, and its first
+    pass starts on an even offset: in a range of 3 ports the only start is the
+    low end and the window is 2 ports, so the high end is never tried. In any
+    larger range every port is inside some window (the low end only in the
+    window that starts on it).
+    """
+    if high - low == 2 and high not in _reserved(spans, (high,)):
+        return [high]
+    return []
+
+
+def ends_to_hold_directly(missing, low, high, spans):
+    """Ends of the range the final pass left out that the search can still reach.
+
+    With both ends of the same parity, the low end is inside only the window
+    of a search that starts exactly on it (one search in (ports - 1) / 2), and
+    the high end is outside that one window. A fill from empty, as an
+    application's, meets that start on the way in most runs (87 of 100 on
+    40000-40010); the final pass, which starts with only the ends free, meets
+    it rarely. So such an end is held with a search narrowed to it, and the
+    count is the one an application usually gets.
+    """
+    never = set(search_never_reaches(low, high, spans))
+    return [port for port in (low, high) if port in missing and port not in never]
+
+
 def _reserved(spans, ports):
     return {port for port in ports for span_low, span_high in spans
             if span_low <= port <= span_high}

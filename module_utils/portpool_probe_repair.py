@@ -75,7 +75,7 @@ def set_lab_range(low, high, path=RANGE_SYSCTL):
         handle.write("%d %d\n" % (low, high))
 
 
-def _connect_one(destination, repair, port_range):
+def connect_one(destination, repair, port_range):
     """One socket connected with the kernel's search; returns (sock, errno)."""
     sock = _socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -103,7 +103,7 @@ def fill(destination, held, quota, deadline, *, repair, port_range=None):
     count = 0
     while count < quota:
         try:
-            sock, code = _connect_one(destination, repair, port_range)
+            sock, code = connect_one(destination, repair, port_range)
         except OSError as exc:  # socket() itself: EMFILE, ENFILE
             code = exc.errno
         if code:

@@ -6,11 +6,14 @@ namespace, with each hold method forced in turn (PORTPOOL_PROBE_REFUSE).
 
 connect()'s own search may leave out one end of a range whose ends share
 parity, and which one depends on where the searches start: the naive loop is
-not deterministic there. So each case names the ports the kernel may leave out
-(`may_skip`) and the ones it always leaves out (`always`); both the probe and
-the naive loop must stay within that, and the probe must name exactly the
-ports it did not get. A wrong count (a port too many or too few, an inside
-port missing, two ends missing) fails every time.
+not deterministic there (40000-40010 comes up one short in about 13 runs of
+100). So each case names the ports the kernel may leave out (`may_skip`) and
+the ones it never hands out (`always`). The probe must get every other port,
+every time, and name exactly the ones it did not get; each of NAIVE_RUNS naive
+runs must stay within what the kernel allows, and at least one must get what
+the probe got (all fall short together about once in 100,000 times on the
+worst case, 50000-50004). A wrong count (a port too many or too few, an
+inside port missing, two ends missing) fails every time.
 """
 
 import json
@@ -36,6 +39,7 @@ CASES = {
     "one-usable-port": ("40000 40999", "40000-40499,40501-40999", [40500], set(), set()),
     "one-port": ("40000 40000", "", [40000], set(), set()),
 }
+NAIVE_RUNS = 8
 METHODS = {
     "repair-socket": ("", {"sockets": "repair", "partition": "socket"}),
     "connect-socket": ("repair", {"sockets": "connect", "partition": "socket"}),
@@ -52,7 +56,8 @@ def _run(port_range, reserved, refuse):
              "ansible localhost -m portpool_probe -a 'scope=full churn_seconds=0' || true",
              "echo NAIVE",
              "%s %s 9" % (shlex.quote(sys.executable),
-                          shlex.quote(str(Path(__file__).with_name("naive_loop.py"))))]
+                          shlex.quote(str(Path(__file__).with_name("naive_loop.py"))))
+             + " %d" % NAIVE_RUNS]
     env = _env()
     env["PORTPOOL_PROBE_REFUSE"] = refuse
     done = subprocess.run(["unshare", "--net", "sh", "-c", "\n".join(lines)], cwd=REPO,
@@ -84,12 +89,15 @@ def test_fast_hold_agrees_with_the_naive_loop(case, method):
         low, _, high = text.partition("-")
         missing.update(range(int(low), int(high or low) + 1))
     assert hold["established"] == len(usable) - len(missing)
-    assert _within_kernel(missing, may_skip, always), hold
+    assert missing == always, hold
+    assert set(hold["ends_held_directly"]) <= may_skip - always, hold
     assert probe["matches_expected"] is True
     # The naive loop in the same namespace obeys the same rule.
-    assert naive["reason"] == "EADDRNOTAVAIL"
-    naive_missing = set(usable) - set(naive["ports"])
-    assert set(naive["ports"]) <= set(usable)
-    assert _within_kernel(naive_missing, may_skip, always), naive
-    if not may_skip:  # nothing left to chance: both counts are the same
-        assert hold["established"] == len(naive["ports"])
+    for run in naive:
+        assert run["reason"] == "EADDRNOTAVAIL"
+        assert set(run["ports"]) <= set(usable)
+        assert _within_kernel(set(usable) - set(run["ports"]), may_skip, always), run
+    counts = [len(run["ports"]) for run in naive]
+    assert hold["established"] in counts, (hold, counts)
+    if not may_skip:  # nothing left to chance: every count is the same
+        assert set(counts) == {hold["established"]}

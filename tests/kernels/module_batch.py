@@ -14,10 +14,10 @@ Cases are read and answered one line at a time, so a test may also drive it
 interactively, checking the system between two calls (module_run.ModuleServer).
 
 A case: {"args": {...}, "env": {...}, "nofile": N, "netns": bool,
-"sysctls": {"net.ipv4.x": "text"}, "naive_port": N, "join_netns": "/proc/PID/ns/net"}
-(join_netns: run in that existing network namespace instead). A result: {"result": the
-module's JSON or null, "output": its raw output when not JSON, "naive": the
-naive loop's result or null}.
+"sysctls": {"net.ipv4.x": "text"}, "naive_port": N, "naive_runs": N,
+"join_netns": "/proc/PID/ns/net"} (join_netns: run in that existing network namespace
+instead). A result: {"result": the module's JSON or null, "output": its raw output when
+not JSON, "naive": a list of the naive loop's runs, or null}.
 """
 
 import contextlib
@@ -44,7 +44,7 @@ import ansible.module_utils  # noqa: E402  (after the path: this runs as a scrip
 ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 import ansible.module_utils.basic  # noqa: E402  (imported once, before the forks)
 
-from tests.integration.naive_loop import naive_hold  # noqa: E402
+from tests.integration.naive_loop import naive_holds  # noqa: E402
 
 
 def _enter_namespace(sysctls):
@@ -84,7 +84,8 @@ def _child(module_path, case, out_path):
             runpy.run_path(str(module_path), run_name="__main__")
         sys.stdout.write("\nNAIVE\n")
         if case.get("naive_port"):
-            sys.stdout.write(json.dumps(naive_hold(case["naive_port"])))
+            sys.stdout.write(json.dumps(naive_holds(case["naive_port"],
+                                                    case.get("naive_runs", 1))))
         sys.stdout.flush()
     except BaseException as exc:  # report, never fall back into the parent's loop
         sys.stderr.write("case failed: %r\n" % exc)

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.root
 BATCH = Path(__file__).with_name("module_batch.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 NAIVE_PORT = 9
+# connect()'s search is not deterministic on a same-parity range: at least one
+# of these naive runs must get what the probe got (test_probe_exact.py).
+NAIVE_RUNS = 8
 TCP_REPAIR = 19
 IP_LOCAL_PORT_RANGE = 51
 
@@ -98,7 +101,7 @@ def root_results():
                           "env": {"PORTPOOL_PROBE_REFUSE": METHODS[method][0]},
                           "sysctls": {"net.ipv4.ip_local_port_range": port_range,
                                       "net.ipv4.ip_local_reserved_ports": reserved},
-                          "naive_port": NAIVE_PORT})
+                          "naive_port": NAIVE_PORT, "naive_runs": NAIVE_RUNS})
     results = run_batch(cases)
     names = [(case, method) for case in sorted(CASES) for method in sorted(METHODS)]
     return dict(zip(names, results))
@@ -133,14 +136,17 @@ def test_hold_is_exact_with_each_method(root_results, case, method):
     assert hold["lost"] == 0
     missing = _ports(hold["missing_ports"])
     assert hold["established"] == len(usable) - len(missing), hold
-    assert _within_kernel(missing, may_skip, always), hold
+    assert missing == always, hold
+    assert set(hold["ends_held_directly"]) <= may_skip - always, hold
     assert probe["matches_expected"] is True
-    naive = outcome["naive"]
-    assert naive["reason"] == "EADDRNOTAVAIL", naive
-    assert set(naive["ports"]) <= set(usable), naive
-    assert _within_kernel(set(usable) - set(naive["ports"]), may_skip, always), naive
-    if not may_skip:  # nothing left to chance: both counts are the same
-        assert hold["established"] == len(naive["ports"])
+    for run in outcome["naive"]:
+        assert run["reason"] == "EADDRNOTAVAIL", run
+        assert set(run["ports"]) <= set(usable), run
+        assert _within_kernel(set(usable) - set(run["ports"]), may_skip, always), run
+    counts = [len(run["ports"]) for run in outcome["naive"]]
+    assert hold["established"] in counts, (hold, counts)
+    if not may_skip:  # nothing left to chance: every count is the same
+        assert set(counts) == {hold["established"]}
 
 
 # The unprivileged path: `nobody` runs the module with the system Python (as an

@@ -5,10 +5,12 @@ from ansible.module_utils.portpool_probe_partition import (
     assign_chunks,
     chunk_size_for,
     compact_ports,
+    ends_to_hold_directly,
     kernel_may_skip,
     missing_verdict,
     parallel_workers,
     parse_refusals,
+    search_never_reaches,
     split_range,
 )
 
@@ -83,3 +85,19 @@ def test_refusals_hook_names_what_it_takes():
     names, error = parse_refusals("repair,tcp")
     assert names is None
     assert "tcp" in error and "port_range_option" in error
+
+
+def test_only_a_three_port_range_has_a_port_the_search_never_reaches():
+    assert search_never_reaches(50000, 50002, []) == [50002]
+    assert search_never_reaches(50000, 50002, [[50002, 50002]]) == []
+    assert search_never_reaches(50000, 50004, []) == []
+    assert search_never_reaches(40000, 40011, []) == []
+    assert search_never_reaches(50000, 50000, []) == []
+
+
+def test_reachable_ends_the_final_pass_left_out_are_held_directly():
+    assert ends_to_hold_directly([40000], 40000, 40010, []) == [40000]
+    assert ends_to_hold_directly([40010], 40000, 40010, []) == [40010]
+    assert ends_to_hold_directly([50002], 50000, 50002, []) == []  # never handed out
+    assert ends_to_hold_directly([40005], 40000, 40010, []) == []  # not an end
+    assert ends_to_hold_directly([], 40000, 40010, []) == []
