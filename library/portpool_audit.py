@@ -39,6 +39,16 @@ options:
         the reason; the other hosts are judged as usual.
     type: dict
     required: true
+  policies:
+    description:
+      - Each host's C(vars), keyed by inventory name, in place of the C(vars) inside
+        I(hosts) (the C(validated) result of C(portpool_audit_policy), for example).
+    type: dict
+  facts_results:
+    description:
+      - Each host's C(facts_result), keyed by inventory name, in place of the one inside
+        I(hosts); a host missing here is one whose task never ran.
+    type: dict
   run_dir:
     description:
       - The run's folder. A relative path is taken relative to I(base_dir).

@@ -42,6 +42,11 @@ from ansible.module_utils.portpool_result_summary import host_summary
 def audit_argument_spec():
     return {
         "hosts": {"type": "dict", "required": True},
+        # Keyed by host, in place of the same key inside each `hosts` entry: lets
+        # the role pass registered results and validated policies without a
+        # per-host task to merge them (each such task costs the controller a fork).
+        "policies": {"type": "dict"},
+        "facts_results": {"type": "dict"},
         "run_dir": {"type": "str"},
         "base_dir": {"type": "path", "required": True},
         # Where new run folders go (reports/<timestamp>), relative to base_dir.
@@ -91,8 +96,14 @@ def build_contexts(params):
     portpool_facts registered (absent: the host left the play before it ran)}.
     """
     contexts, times, groups = [], {}, {}
+    policies = params.get("policies")
+    facts_results = params.get("facts_results")
     for name, given in params["hosts"].items():
-        info = given if isinstance(given, dict) else {}
+        info = dict(given) if isinstance(given, dict) else {}
+        if policies is not None:
+            info["vars"] = policies.get(name)
+        if facts_results is not None:
+            info["facts_result"] = facts_results.get(name)
         host_groups = list(info.get("groups") or [])
         policy = policy_from_vars(info.get("vars") or {}, name)
         facts_result = info.get("facts_result")
