@@ -11,8 +11,8 @@ not deterministic there (40000-40010 comes up one short in about 13 runs of
 the ones it never hands out (`always`). The probe must get every other port,
 every time, and name exactly the ones it did not get; each of NAIVE_RUNS naive
 runs must stay within what the kernel allows, and at least one must get what
-the probe got (all fall short together about once in 100,000 times on the
-worst case, 50000-50004). A wrong count (a port too many or too few, an
+the probe got (on the worst case, 50000-50004, one run in 5 falls short, so
+all 8 together about 5 times in a million). A wrong count (a port too many or too few, an
 inside port missing, two ends missing) fails every time.
 """
 
