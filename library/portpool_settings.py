@@ -30,8 +30,8 @@ description:
     managed keys only, values portpool accepts) and refused otherwise. A target file
     that is a symlink or a C(/dev/null) mask is never replaced. One C(flock) per host,
     on O(state_dir), serialises apply, verify and rollback.
-  - "O(mode=validate) checks the settings of many hosts at once without touching any host
-    (run it on the controller); O(mode=preflight) adds the host-side checks (the host's
+  - "Checking many hosts' settings at once on the controller is M(portpool_tune_validate)'s
+    job. O(mode=preflight) adds the host-side checks (the host's
     C(ip_unprivileged_port_start), keys the kernel lacks, a read-only C(/proc/sys)) and
     reports what would change, changing nothing; O(mode=verify) reads the values back."
   - Values are data, never commands. Nothing is run through a shell.
@@ -41,7 +41,7 @@ options:
   mode:
     description: What to do.
     type: str
-    choices: [validate, preflight, apply, verify, rollback]
+    choices: [preflight, apply, verify, rollback]
     default: apply
   settings:
     description:
@@ -59,11 +59,6 @@ options:
     type: list
     elements: raw
     default: []
-  hosts:
-    description:
-      - For O(mode=validate) only. Maps a host name to C({settings, layers}).
-    type: dict
-    default: {}
   protect_listeners:
     description: Add listening TCP ports inside the new range to C(ip_local_reserved_ports).
     type: bool
@@ -192,15 +187,6 @@ EXAMPLES = r"""
     mode: preflight
     settings: "{{ portpool_tune_effective }}"
 
-- name: Validate a whole fleet's settings on the controller
-  portpool_settings:
-    mode: validate
-    hosts:
-      web-01:
-        settings: {ip_local_port_range: "40000 30000"}
-  delegate_to: localhost
-  run_once: true
-
 - name: Put back what the first tune run found
   portpool_settings:
     mode: rollback
@@ -314,10 +300,6 @@ probe:
     (see RV(portpool_probe#module:probe)); null when it failed."
   returned: mode apply when it changed the host and O(verify_probe) is set
   type: dict
-values:
-  description: "O(mode=validate): canonical values by host and dotted key."
-  returned: mode validate
-  type: dict
 """
 
 import os
@@ -333,7 +315,6 @@ from ansible.module_utils.portpool_tune_apply import (  # noqa: F401  # pylint: 
     run_apply_verified,
     run_preflight,
     run_rollback,
-    run_validate,
     run_verify,
 )
 from ansible.module_utils.portpool_tune_state import TuneError
@@ -342,10 +323,9 @@ from ansible.module_utils.portpool_tune_state import TuneError
 def get_argument_spec():
     return dict(
         mode=dict(type="str", default="apply",
-                  choices=["validate", "preflight", "apply", "verify", "rollback"]),
+                  choices=["preflight", "apply", "verify", "rollback"]),
         settings=dict(type="dict", default={}),
         layers=dict(type="list", elements="raw", default=[]),
-        hosts=dict(type="dict", default={}),
         protect_listeners=dict(type="bool", default=True),
         min_pool_size=dict(type="int", default=1024),
         optional_keys=dict(type="list", elements="str", default=["tcp_tw_reuse_delay"],
@@ -369,18 +349,15 @@ def main():
     params = module.params
     mode = params["mode"]
     try:
-        if mode == "validate":
-            result = run_validate(params)
+        paths = Paths(params)
+        if mode == "preflight":
+            result = run_preflight(params, paths)
+        elif mode == "apply":
+            result = run_apply_verified(params, paths, module.check_mode, measure)
+        elif mode == "verify":
+            result = run_verify(params, paths)
         else:
-            paths = Paths(params)
-            if mode == "preflight":
-                result = run_preflight(params, paths)
-            elif mode == "apply":
-                result = run_apply_verified(params, paths, module.check_mode, measure)
-            elif mode == "verify":
-                result = run_verify(params, paths)
-            else:
-                result = run_rollback(params, paths, module.check_mode)
+            result = run_rollback(params, paths, module.check_mode)
     except TuneError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
@@ -388,10 +365,9 @@ def main():
     if not module._diff:
         result.pop("diff", None)
     warnings = result.pop("warnings", [])
-    # Ansible prints warnings without the host: say which one (validate names its own).
-    prefix = "" if mode == "validate" else os.uname().nodename + ": "
+    # Ansible prints warnings without the host: say which one.
     for warning in warnings:
-        module.warn(prefix + warning)
+        module.warn(os.uname().nodename + ": " + warning)
     if result.get("failed"):
         module.fail_json(**result)
     module.exit_json(**result)

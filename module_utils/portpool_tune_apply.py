@@ -46,7 +46,6 @@ from ansible.module_utils.portpool_tune_plan import (
     plan,
     probe_mismatches,
     render_file,
-    validate_fleet,
     validate_settings,
 )
 from ansible.module_utils.portpool_tune_state import (
@@ -393,17 +392,6 @@ def planned_result(decided, paths):
 def with_diff(result, paths):
     result["diff"] = compute_diff(paths.file, result["before"]["file"], result["after"]["file"],
                                   result["before"]["runtime"], result["after"]["runtime"])
-    return result
-
-
-def run_validate(params):
-    values, errors, warnings = validate_fleet(params["hosts"], params["min_pool_size"])
-    result = {"changed": False, "values": values, "warnings": warnings}
-    if errors:
-        result.update(failed=True, msg="Invalid portpool settings, nothing was changed on any "
-                      "host:\n" + "\n".join(errors), errors=errors)
-    else:
-        result["msg"] = "settings of %d host(s) are valid" % len(values)
     return result
 
 
