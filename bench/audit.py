@@ -11,7 +11,10 @@ slices (`--limit` runs one after another, each into its own folder) followed by
 ratio to the ping (target: audit <= 1.3x), the controller's CPU-seconds per host
 (user + system of ansible and every process it waited for: forks, ssh clients)
 and the controller's peak memory (largest resident set of one of those
-processes). Reports go into a temporary folder, not the repository's.
+processes) and the CPU-seconds the rest of the machine spent meanwhile, which is
+the test hosts' work (sshd, the modules, the probe): on this one machine they
+share the controller's cores, while in a real fleet each host has its own.
+Reports go into a temporary folder, not the repository's.
 """
 
 import argparse
@@ -30,14 +33,23 @@ GROUPS = ("web", "db", "cache", "batch")
 
 
 class Measure:
-    """Wall seconds, controller CPU-seconds and peak RSS (MiB) of one or more commands."""
+    """Wall seconds, controller CPU-seconds, peak RSS (MiB) of one or more commands, and
+    the machine's other CPU-seconds meanwhile (the test hosts')."""
 
-    def __init__(self, wall=0.0, cpu=0.0, peak_mib=0.0):
-        self.wall, self.cpu, self.peak_mib = wall, cpu, peak_mib
+    def __init__(self, wall=0.0, cpu=0.0, peak_mib=0.0, others=0.0):
+        self.wall, self.cpu, self.peak_mib, self.others = wall, cpu, peak_mib, others
 
     def __add__(self, other):
         return Measure(self.wall + other.wall, self.cpu + other.cpu,
-                       max(self.peak_mib, other.peak_mib))
+                       max(self.peak_mib, other.peak_mib), self.others + other.others)
+
+
+def machine_cpu_seconds():
+    """CPU-seconds every process on the machine has used (user, nice, system, irq...)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = handle.readline().split()[1:]
+    busy = sum(int(value) for index, value in enumerate(fields) if index not in (3, 4))
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def measured(fleet, argv, out_dir, expect_ok=True):
@@ -45,6 +57,7 @@ def measured(fleet, argv, out_dir, expect_ok=True):
     with tempfile.TemporaryFile(dir=out_dir) as stdout, \
             tempfile.TemporaryFile(dir=out_dir) as stderr:
         started = time.perf_counter()
+        machine_before = machine_cpu_seconds()
         process = subprocess.Popen(argv, cwd=REPO, env=fleet.env(), stdout=stdout,
                                    stderr=stderr)
         try:
@@ -55,6 +68,7 @@ def measured(fleet, argv, out_dir, expect_ok=True):
             process.wait()
             raise
         elapsed = time.perf_counter() - started
+        machine = machine_cpu_seconds() - machine_before
         process.returncode = os.waitstatus_to_exitcode(status)
         if expect_ok and process.returncode != 0:
             stdout.seek(0)
@@ -62,7 +76,8 @@ def measured(fleet, argv, out_dir, expect_ok=True):
             raise SystemExit("%s failed (%d):\n%s\n%s" % (
                 " ".join(argv[:3]), process.returncode, stdout.read()[-3000:].decode(),
                 stderr.read()[-2000:].decode()))
-    return Measure(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0)
+    controller = usage.ru_utime + usage.ru_stime
+    return Measure(elapsed, controller, usage.ru_maxrss / 1024.0, max(0.0, machine - controller))
 
 
 def slices_of(names, count):
@@ -74,8 +89,10 @@ def line(label, runs, hosts, ping_wall):
     wall = statistics.median(run.wall for run in runs)
     cpu = statistics.median(run.cpu for run in runs)
     peak = max(run.peak_mib for run in runs)
+    others = statistics.median(run.others for run in runs)
     return ("%-34s wall %7.2fs (%5.2fx ping)  controller CPU %7.2fs = %.3f s/host  "
-            "peak RSS %6.1f MiB" % (label, wall, wall / ping_wall, cpu, cpu / hosts, peak))
+            "peak RSS %6.1f MiB  hosts' CPU %.3f s/host"
+            % (label, wall, wall / ping_wall, cpu, cpu / hosts, peak, others / hosts))
 
 
 def main(argv=None):
