@@ -16,6 +16,8 @@ import math
 
 from ansible.module_utils.portpool_probe_partition import compact_ports, missing_verdict
 from ansible.module_utils.portpool_sysctl import (
+    PROBE_COPIED,
+    PROBE_REQUIRED,
     normalise_value,
     parse_int,
     parse_port_range,
@@ -57,22 +59,10 @@ LAB_DESTINATIONS = {
     "churn_loopback": "127.0.0.5",
 }
 
-# Host sysctls copied into the lab (all net.*, all per network namespace).
-COPIED_KEYS = (
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_tw_reuse",
-    "net.ipv4.tcp_tw_reuse_delay",
-    "net.ipv4.tcp_timestamps",
-    "net.ipv4.tcp_max_tw_buckets",
-)
-REQUIRED_KEYS = (
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_tw_reuse",
-    "net.ipv4.tcp_timestamps",
-)
+# Host sysctls copied into the lab (all net.*, all per network namespace), and the
+# ones it cannot run without: views of the one key table.
+COPIED_KEYS = PROBE_COPIED
+REQUIRED_KEYS = PROBE_REQUIRED
 
 STOP_REASONS = ("EADDRNOTAVAIL", "EMFILE", "timeout", "cap")
 

@@ -27,27 +27,30 @@ PORT_LIST = "port list"
 INT = "int"
 
 
-# (short, dotted, kind, namespaced, tuned) for one sysctl portpool knows.
-SysctlKey = collections.namedtuple("SysctlKey", "short dotted kind namespaced tuned")
+# (short, dotted, kind, namespaced, tuned, probe) for one sysctl portpool knows.
+# `probe`: how the probe's lab uses the host's value: "required" (copied, and
+# the probe cannot run without it), "copied", or "" (not used).
+SysctlKey = collections.namedtuple("SysctlKey", "short dotted kind namespaced tuned probe")
 
 
-# In the order reports show them. The short name is the dotted name's leaf, with
-# `file-max` made a valid identifier (`file_max`).
+# In the order reports show them (and the lab copies them). The short name is the
+# dotted name's leaf, with `file-max` made a valid identifier (`file_max`).
 KEYS = (
-    SysctlKey("ip_local_port_range", "net.ipv4.ip_local_port_range", RANGE, True, True),
+    SysctlKey("ip_local_port_range", "net.ipv4.ip_local_port_range", RANGE, True, True,
+              "required"),
     SysctlKey("ip_local_reserved_ports", "net.ipv4.ip_local_reserved_ports", PORT_LIST,
-              True, True),
+              True, True, "copied"),
     SysctlKey("ip_unprivileged_port_start", "net.ipv4.ip_unprivileged_port_start", INT,
-              True, False),
-    SysctlKey("tcp_tw_reuse", "net.ipv4.tcp_tw_reuse", INT, True, True),
-    SysctlKey("tcp_tw_reuse_delay", "net.ipv4.tcp_tw_reuse_delay", INT, True, True),
-    SysctlKey("tcp_timestamps", "net.ipv4.tcp_timestamps", INT, True, True),
-    SysctlKey("tcp_max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", INT, True, True),
-    SysctlKey("tcp_fin_timeout", "net.ipv4.tcp_fin_timeout", INT, True, False),
-    SysctlKey("tcp_tw_recycle", "net.ipv4.tcp_tw_recycle", INT, True, False),
-    SysctlKey("somaxconn", "net.core.somaxconn", INT, True, False),
-    SysctlKey("nr_open", "fs.nr_open", INT, False, False),
-    SysctlKey("file_max", "fs.file-max", INT, False, False),
+              True, False, "required"),
+    SysctlKey("tcp_tw_reuse", "net.ipv4.tcp_tw_reuse", INT, True, True, "required"),
+    SysctlKey("tcp_tw_reuse_delay", "net.ipv4.tcp_tw_reuse_delay", INT, True, True, "copied"),
+    SysctlKey("tcp_timestamps", "net.ipv4.tcp_timestamps", INT, True, True, "required"),
+    SysctlKey("tcp_max_tw_buckets", "net.ipv4.tcp_max_tw_buckets", INT, True, True, "copied"),
+    SysctlKey("tcp_fin_timeout", "net.ipv4.tcp_fin_timeout", INT, True, False, ""),
+    SysctlKey("tcp_tw_recycle", "net.ipv4.tcp_tw_recycle", INT, True, False, ""),
+    SysctlKey("somaxconn", "net.core.somaxconn", INT, True, False, ""),
+    SysctlKey("nr_open", "fs.nr_open", INT, False, False, ""),
+    SysctlKey("file_max", "fs.file-max", INT, False, False, ""),
 )
 _BY_NAME = dict([(key.short, key) for key in KEYS] + [(key.dotted, key) for key in KEYS])
 
@@ -56,6 +59,9 @@ KNOWN_KEYS = tuple(key.dotted for key in KEYS)
 NET_KEYS = tuple(key.dotted for key in KEYS if key.namespaced)
 SHORT_NAMES = tuple(key.short for key in KEYS)
 TUNED = {key.short: key.dotted for key in KEYS if key.tuned}
+# What the probe's lab copies from the host, and what it cannot run without.
+PROBE_COPIED = tuple(key.dotted for key in KEYS if key.probe)
+PROBE_REQUIRED = tuple(key.dotted for key in KEYS if key.probe == "required")
 
 
 def sysctl_key(name):

@@ -4,6 +4,8 @@ from ansible.module_utils.portpool_sysctl import (
     KNOWN_KEYS,
     NET_KEYS,
     PORT_LIST,
+    PROBE_COPIED,
+    PROBE_REQUIRED,
     RANGE,
     TUNED,
     dotted_name,
@@ -104,6 +106,13 @@ def test_key_table_names_and_views():
                            "tcp_tw_reuse_delay", "tcp_timestamps", "tcp_max_tw_buckets"]
     assert sysctl_key("ip_local_port_range").kind == RANGE
     assert sysctl_key("ip_local_reserved_ports").kind == PORT_LIST
+    # The probe's lab copies only per-namespace keys, and needs a subset of them.
+    assert PROBE_COPIED == ("net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports",
+                            "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_tw_reuse",
+                            "net.ipv4.tcp_tw_reuse_delay", "net.ipv4.tcp_timestamps",
+                            "net.ipv4.tcp_max_tw_buckets")
+    assert set(PROBE_REQUIRED) <= set(PROBE_COPIED) <= set(NET_KEYS)
+    assert {key.probe for key in KEYS} == {"required", "copied", ""}
     assert short_name("fs.file-max") == "file_max" and dotted_name("file_max") == "fs.file-max"
     assert short_name("net.ipv4.conf.all.rp_filter") == "net.ipv4.conf.all.rp_filter"
     assert dotted_name("made_up") == "made_up"
