@@ -13,8 +13,8 @@ description:
   - Manages a chosen subset of C(net.ipv4.ip_local_port_range), C(ip_local_reserved_ports),
     C(tcp_tw_reuse), C(tcp_tw_reuse_delay), C(tcp_timestamps) and C(tcp_max_tw_buckets).
     Keys left out of O(settings) are not touched.
-  - "O(mode=apply): validate, plan, save the previous runtime values and the previous
-    content (or absence) of the sysctl.d file in O(state_dir) before the first change,
+  - "O(state=present) (the default): validate, plan, save the previous runtime values and
+    the previous content (or absence) of the sysctl.d file in O(state_dir) before the first change,
     write the file atomically (mode 0644, a header, unquoted values), write only the
     changed keys straight to C(/proc/sys) (never C(sysctl --system)), read each back and
     compare it whitespace-normalised. If any step fails, everything written in this run
@@ -23,26 +23,37 @@ description:
     merged with what is already reserved, unless O(protect_listeners=false).
   - Warns, naming the file, when a file that systemd-sysctl applies after ours at boot
     sets one of the managed keys to a different value.
-  - "O(mode=rollback): restore exactly the saved runtime values and file, then retire the
+  - "O(state=absent): restore exactly the saved runtime values and file, then retire the
     saved state; a second rollback finds nothing to do."
   - The state directory must be a real directory owned by root that nobody else can
     write (created 0700); the saved state is checked like user input (its fields,
     managed keys only, values portpool accepts) and refused otherwise. A target file
     that is a symlink or a C(/dev/null) mask is never replaced. One C(flock) per host,
     on O(state_dir), serialises apply, verify and rollback.
-  - "Checking many hosts' settings at once on the controller is M(portpool_tune_validate)'s
-    job. O(mode=preflight) adds the host-side checks (the host's
-    C(ip_unprivileged_port_start), keys the kernel lacks, a read-only C(/proc/sys)) and
-    reports what would change, changing nothing; O(mode=verify) reads the values back."
+  - "In check mode O(state=present) is the preflight: the host-side checks (the host's
+    C(ip_unprivileged_port_start), keys the kernel lacks, a read-only C(/proc/sys)), and
+    what would change, changing nothing. Problems come back as RV(input_errors) and
+    RV(host_errors) and fail the call. Checking many hosts' settings at once on the
+    controller is M(portpool_tune_validate)'s job."
   - Values are data, never commands. Nothing is run through a shell.
 version_added: "1.0.0"
 author: portpool contributors (!UNKNOWN)
 options:
+  state:
+    description:
+      - C(present) puts O(settings) in place (at runtime and in the file), verified in the
+        same call; C(absent) puts back what the first tune found and retires the saved
+        state. When neither O(state) nor O(mode) is given, C(present).
+    type: str
+    choices: [present, absent]
   mode:
-    description: What to do.
+    description:
+      - Deprecated spelling of O(state), kept for playbooks written before it. C(apply) is
+        O(state=present), C(rollback) is O(state=absent), C(preflight) is O(state=present)
+        in check mode; C(verify) compares the host with O(expected).
+      - Mutually exclusive with O(state).
     type: str
     choices: [preflight, apply, verify, rollback]
-    default: apply
   settings:
     description:
       - Desired values by short name (C(ip_local_port_range), C(ip_local_reserved_ports),
@@ -51,7 +62,6 @@ options:
       - C(ip_local_port_range) is C('low high') or C([low, high]);
         C(ip_local_reserved_ports) is C('8080,9000-9010') or a list.
     type: dict
-    default: {}
   layers:
     description:
       - The ordered variables the settings were merged from, as C([[name, dict], ...]).
@@ -103,14 +113,14 @@ options:
     default: 60
   run_id:
     description:
-      - For O(mode=verify) and O(mode=rollback) with O(restore). The RV(run_id) an apply
+      - For O(mode=verify) and O(state=absent) with O(restore). The RV(run_id) an apply
         returned. Verify fails, and rollback refuses, when another run changed the host
         after that one, so an older run never undoes a newer one.
     type: str
   restore:
     description:
-      - For O(mode=rollback). Restore these C(runtime) values (dotted names) and this C(file)
-        content (null for absent), as returned by O(mode=apply) under RV(before), instead of
+      - For O(state=absent). Restore these C(runtime) values (dotted names) and this C(file)
+        content (null for absent), as returned by O(state=present) under RV(before), instead of
         the saved state; the saved state is kept. Used to undo one run that failed
         verification without undoing earlier runs.
     type: dict
@@ -126,7 +136,7 @@ options:
     type: dict
   verify:
     description:
-      - For O(mode=apply). When the run changed the host, read it back in the same call as
+      - For O(state=present). When the run changed the host, read it back in the same call as
         O(mode=verify) would (each written key in C(/proc/sys), the file and its mode, this
         run still the host's last), and fail with RV(mismatches) when it differs. The failed
         result keeps RV(before), RV(run_id) and RV(state_created) to undo exactly this run.
@@ -134,7 +144,7 @@ options:
     default: true
   verify_probe:
     description:
-      - For O(mode=apply) with O(verify). Also run a C(portpool_probe) measurement (these are
+      - For O(state=present) with O(verify). Also run a C(portpool_probe) measurement (these are
         its options) after a change, in the same call, and check it measured the range and
         usable pool the settings give. A probe that fails fails the verification.
     type: dict
@@ -151,7 +161,7 @@ options:
   expected:
     description:
       - For O(mode=verify). The runtime values (dotted names) and C(file) content that should
-        be in place, as returned by O(mode=apply) under RV(after).
+        be in place, as returned by O(state=present) under RV(after).
     type: dict
     default: {}
 extends_documentation_fragment:
@@ -184,57 +194,59 @@ EXAMPLES = r"""
 
 - name: Check what would change, with the host-side checks, without changing anything
   portpool_settings:
-    mode: preflight
+    state: present
     settings: "{{ portpool_tune_effective }}"
+  check_mode: true
+  become: true
 
 - name: Put back what the first tune run found
   portpool_settings:
-    mode: rollback
+    state: absent
   become: true
 """
 
 RETURN = r"""
 target:
   description: The runtime values this host should have (dotted names), managed keys only.
-  returned: modes preflight, apply
+  returned: state present (and in check mode)
   type: dict
   sample: {"net.ipv4.ip_local_port_range": "15000 64999", "net.ipv4.tcp_tw_reuse": "1"}
 changed_keys:
   description: Keys whose runtime value was (or in check mode would be) written.
-  returned: modes preflight, apply, rollback
+  returned: always
   type: list
   elements: str
 file:
   description: Path of the managed sysctl.d file.
-  returned: modes preflight, apply, verify, rollback
+  returned: always
   type: str
   sample: /etc/sysctl.d/60-portpool.conf
 file_changed:
   description: Whether the file was (or would be) written or removed.
-  returned: modes preflight, apply, rollback
+  returned: always
   type: bool
 before:
   description: Runtime values (C(runtime)) and file content (C(file), null when absent) found.
-  returned: modes preflight, apply, rollback
+  returned: always
   type: dict
   sample: {"runtime": {"net.ipv4.tcp_tw_reuse": "2"}, "file": null}
 after:
   description: Runtime values and file content after the run (or, in check mode, planned).
-  returned: modes preflight, apply, rollback
+  returned: always
   type: dict
 reserved_added:
   description: Listening ports added to C(ip_local_reserved_ports) to protect them.
-  returned: modes preflight, apply
+  returned: state present (and in check mode)
   type: list
   elements: int
 skipped_keys:
   description: Optional keys this kernel lacks, left unmanaged.
-  returned: modes preflight, apply
+  returned: state present (and in check mode)
   type: list
   elements: str
 overrides:
   description: Files applied after ours at boot that set a managed key (each also a warning).
-  returned: modes preflight, apply
+  returned: state present (and in check mode)
   type: list
   elements: dict
   sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf"}]
@@ -244,61 +256,64 @@ boot_overrides:
       (each also a warning); a file that sets the same value is left out.
     - C(value) is what the kernel gets at boot, C(ours) what portpool sets, C(why) one
       line saying so.
-  returned: modes preflight, apply
+  returned: state present (and in check mode)
   type: list
   elements: dict
   sample: [{"key": "net.ipv4.tcp_tw_reuse", "file": "/etc/sysctl.d/99-sysctl.conf",
             "line": 3, "value": "0", "ours": "1", "why": "net.ipv4.tcp_tw_reuse is also..."}]
 input_errors:
-  description: "O(mode=preflight): bad settings for this host (fatal for the whole rollout)."
-  returned: mode preflight
+  description: "Check mode (or O(mode=preflight)): bad settings for this host (fatal for the
+    whole rollout)."
+  returned: state present in check mode
   type: list
   elements: str
 host_errors:
-  description: "O(mode=preflight): why this host cannot be tuned (missing key, read-only)."
-  returned: mode preflight
+  description: "Check mode (or O(mode=preflight)): why this host cannot be tuned (missing key,
+    read-only)."
+  returned: state present in check mode
   type: list
   elements: str
 planned_warnings:
-  description: "O(mode=preflight): the warnings O(mode=apply) will give (preflight gives none)."
-  returned: mode preflight
+  description: "Check mode (or O(mode=preflight)): the warnings a real run gives."
+  returned: state present in check mode
   type: list
   elements: str
 state_file:
   description: Where the previous values are (or were) saved.
-  returned: modes preflight, apply, rollback
+  returned: always
   type: str
   sample: /var/lib/portpool/tune-state.json
 state_saved:
   description: Whether this run saved or extended the saved state.
-  returned: mode apply
+  returned: state present
   type: bool
 state_created:
   description: Whether this run saved the state for the first time (the host was untouched).
-  returned: mode apply
+  returned: state present
   type: bool
 run_id:
-  description: "O(mode=apply): this run's id when it changed the host (pass it to verify and undo)."
-  returned: mode apply
+  description: "O(state=present): this run's id when it changed the host (pass it to verify
+    and undo)."
+  returned: state present
   type: str
 saved_at:
-  description: "O(mode=rollback): when the restored state was saved (UTC, ISO 8601)."
-  returned: mode rollback, when there was a state
+  description: "O(state=absent): when the restored state was saved (UTC, ISO 8601)."
+  returned: state absent, when there was a state
   type: str
 mismatches:
-  description: "O(mode=verify), and O(mode=apply) with O(verify): keys (and C(file)) whose
+  description: "O(state=present) with O(verify), and O(mode=verify): keys (and C(file)) whose
     value differs from what should be in place."
-  returned: mode verify; mode apply when it changed the host and O(verify)
+  returned: state present when it changed the host and O(verify); mode verify
   type: list
   elements: dict
 pool:
   description: "O(mode=verify): the pool the runtime values give (low, high, size, usable...)."
-  returned: mode verify, and mode apply after a verified change, when the range is readable
+  returned: state present after a verified change, and mode verify, when the range is readable
   type: dict
 probe:
-  description: "O(mode=apply) with O(verify_probe): what the probe measured after the change
+  description: "O(state=present) with O(verify_probe): what the probe measured after the change
     (see RV(portpool_probe#module:probe)); null when it failed."
-  returned: mode apply when it changed the host and O(verify_probe) is set
+  returned: state present when it changed the host and O(verify_probe) is set
   type: dict
 """
 
@@ -313,6 +328,7 @@ from ansible.module_utils.portpool_tune_apply import (  # noqa: F401  # pylint: 
     read_target,
     run_apply,
     run_apply_verified,
+    run_check,
     run_preflight,
     run_rollback,
     run_verify,
@@ -322,9 +338,9 @@ from ansible.module_utils.portpool_tune_state import TuneError
 
 def get_argument_spec():
     return dict(
-        mode=dict(type="str", default="apply",
-                  choices=["preflight", "apply", "verify", "rollback"]),
-        settings=dict(type="dict", default={}),
+        state=dict(type="str", choices=["present", "absent"]),
+        mode=dict(type="str", choices=["preflight", "apply", "verify", "rollback"]),
+        settings=dict(type="dict"),
         layers=dict(type="list", elements="raw", default=[]),
         protect_listeners=dict(type="bool", default=True),
         min_pool_size=dict(type="int", default=1024),
@@ -345,15 +361,26 @@ def get_argument_spec():
 
 
 def main():
-    module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=get_argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=[("state", "mode")],
+                           required_if=[("state", "present", ("settings",))])
     params = module.params
-    mode = params["mode"]
+    params["settings"] = params["settings"] or {}
+    if params["mode"]:
+        module.deprecate("portpool_settings: mode=%s is now %s" % (params["mode"], {
+            "apply": "state=present", "rollback": "state=absent",
+            "preflight": "state=present in check mode",
+            "verify": "state=present in check mode (nothing would change)"}[params["mode"]]),
+            version="1.0.0", collection_name="portpool.portpool")
+    mode = params["mode"] or {"absent": "rollback"}.get(params["state"], "apply")
     try:
         paths = Paths(params)
         if mode == "preflight":
             result = run_preflight(params, paths)
+        elif mode == "apply" and module.check_mode:
+            result = run_check(params, paths)
         elif mode == "apply":
-            result = run_apply_verified(params, paths, module.check_mode, measure)
+            result = run_apply_verified(params, paths, False, measure)
         elif mode == "verify":
             result = run_verify(params, paths)
         else:

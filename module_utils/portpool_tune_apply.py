@@ -408,6 +408,25 @@ def run_preflight(params, paths):
     return result
 
 
+def run_check(params, paths):
+    """state=present in check mode: what an apply would do, changing nothing.
+
+    The preflight of a rollout. Problems come back as lists, `input_errors` (the
+    settings are wrong: fatal for every host) and `host_errors` (this host cannot
+    take them), and fail the call; otherwise `changed` says whether an apply
+    would change the host."""
+    result = run_preflight(params, paths)
+    result["warnings"] = result["planned_warnings"]
+    problems = result["input_errors"] + result["host_errors"]
+    if problems:
+        result.update(failed=True, msg="nothing would be changed on this host: "
+                      + "; ".join(problems))
+        return result
+    result.update(changed=result["would_change"], state_saved=False, state_created=False,
+                  run_id=None)
+    return with_diff(result, paths)
+
+
 def run_apply(params, paths, check_mode=False, mover=os.replace, now=utc_now):
     # A first look without the lock: a refused or unchanged host gets no state directory.
     result = _apply_locked(params, paths, True, mover, now)

@@ -39,8 +39,9 @@ def in_namespace(script, tmp_path, timeout=180):
     return result.stdout, result.stderr
 
 
-def module_call(args):
-    return "ansible localhost -m portpool_settings -a %s" % _quote(json.dumps(args))
+def module_call(args, check=False):
+    return "ansible localhost -m portpool_settings -a %s%s" % (
+        _quote(json.dumps(args)), " --check --diff" if check else "")
 
 
 def _quote(text):
@@ -75,12 +76,12 @@ def test_apply_repeat_and_rollback_on_the_real_kernel(tmp_path):
         "echo RESERVED $(cat /proc/sys/net/ipv4/ip_local_reserved_ports)",
         "echo DELAY $(cat /proc/sys/net/ipv4/tcp_tw_reuse_delay)",
         module_call({"settings": settings, "state_dir": state}),
-        module_call({"mode": "rollback", "state_dir": state}),
+        module_call({"state": "absent", "state_dir": state}),
         "echo RANGE $(cat /proc/sys/net/ipv4/ip_local_port_range)",
         "echo RESERVED $(cat /proc/sys/net/ipv4/ip_local_reserved_ports)",
         "echo DELAY $(cat /proc/sys/net/ipv4/tcp_tw_reuse_delay)",
         "ls /etc/sysctl.d",
-        module_call({"mode": "rollback", "state_dir": state}),
+        module_call({"state": "absent", "state_dir": state}),
         "kill $! || true",
     ])
     stdout, stderr = in_namespace(script, tmp_path)
@@ -145,3 +146,37 @@ def test_hostile_inputs_are_refused_on_the_real_kernel(tmp_path):
     assert "RESERVED" in lines and "REUSE 2" in lines and "FILES" in lines
     assert not (tmp_path / "state").exists()
     assert os.listdir(shared) == []
+
+
+def test_check_mode_is_the_preflight(tmp_path):
+    """state=present in check mode: what would change, the host-side problems as lists
+    (and a failure), nothing written; the deprecated mode= still works, and says so."""
+    state = str(tmp_path / "state")
+    script = "\n".join([
+        module_call({"state": "present", "settings": {"tcp_tw_reuse": 1}, "state_dir": state},
+                    check=True),
+        "sysctl -qw net.ipv4.ip_unprivileged_port_start=20000",
+        module_call({"state": "present", "settings": {"ip_local_port_range": "10000 60999"},
+                     "state_dir": state}, check=True) + " || true",
+        "sysctl -qw net.ipv4.ip_unprivileged_port_start=1024",
+        module_call({"mode": "apply", "settings": {"tcp_tw_reuse": 1}, "state_dir": state}),
+        "echo REUSE $(cat /proc/sys/net/ipv4/tcp_tw_reuse)",
+        "echo FILES $(ls /etc/sysctl.d)",
+        "mount --bind /proc/sys /proc/sys",
+        "mount -o remount,ro,bind /proc/sys",
+        module_call({"state": "present", "settings": {"tcp_tw_reuse": 0}, "state_dir": state},
+                    check=True) + " || true",
+    ])
+    stdout, stderr = in_namespace(script, tmp_path)
+    would, input_error, applied, host_error = results(stdout)
+    assert would["changed"] is True and would["changed_keys"] == ["net.ipv4.tcp_tw_reuse"]
+    assert would["input_errors"] == [] and would["host_errors"] == []
+    assert would["state_saved"] is False and would["run_id"] is None
+    assert input_error["input_errors"] and input_error["host_errors"] == []
+    assert "ip_unprivileged_port_start 20000" in input_error["msg"]
+    assert "nothing would be changed on this host" in input_error["msg"]
+    assert applied["changed"] is True
+    assert "mode=apply is now state=present" in stderr + stdout
+    assert "REUSE 1" in stdout and "60-portpool.conf" in stdout.split("FILES", 1)[1]
+    assert host_error["host_errors"] and host_error["input_errors"] == []
+    assert "not writable" in host_error["msg"]

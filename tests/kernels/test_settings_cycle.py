@@ -81,7 +81,7 @@ def test_apply_verify_rollback(tmp_path):
         drifted = settings({"mode": "verify", "expected": first["after"], "state_dir": state})
         assert drifted.get("failed") is True, drifted
         assert "tcp_tw_reuse" in drifted["msg"]
-        rollback = settings({"mode": "rollback", "state_dir": state})
+        rollback = settings({"state": "absent", "state_dir": state})
         assert not rollback.get("failed"), rollback.get("msg")
         assert rollback["changed"] is True
         assert values(inside) == before
