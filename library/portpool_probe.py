@@ -358,7 +358,7 @@ probe:
               sample: 1.5
             before_first_failure:
               description: Connections before the first EADDRNOTAVAIL; null when the run never
-                used the measured range up. Where TIME_WAIT reuse applies, a churn slower than
+                used RV(probe.churn.range) up. Where TIME_WAIT reuse applies, a churn slower than
                 usable ports / reuse delay gets ports back before it runs out, so this can be
                 null or above the pool; a small O(sample_ports) keeps it exact.
               type: int
@@ -368,7 +368,7 @@ probe:
               type: float
               sample: 0.05
             expected_before_first_failure:
-              description: Usable ports of the measured range.
+              description: Usable ports of RV(probe.churn.range).
               type: int
               sample: 1000
             rate_per_s:
@@ -402,6 +402,14 @@ probe:
         loopback:
           description: Same fields, for a 127.0.0.0/8 destination.
           type: dict
+        range:
+          description: The ports the churn runs used. In the lab, the first O(sample_ports)
+            usable ports of the range (a run only has to use a destination up to see whether
+            TIME_WAIT is reused, and using up the whole default range takes seconds of CPU);
+            in host mode, the host's range.
+          type: list
+          elements: int
+          sample: [32768, 33767]
         model_rate_per_s:
           description: Sustainable new connections per second to one remote destination for
             the configured range; usable ports / 60 s, or usable ports / reuse delay when

@@ -754,6 +754,8 @@ def session(plan):
         acceptor.drain()
         del workers[:]
         if plan["churn_seconds"] > 0:
+            if plan["mode"] == "lab" and plan["churn_range"] != plan["measured_range"]:
+                set_lab_range(*plan["churn_range"])
             targets = {key: plan["destinations"][name]
                        for key, name in (("remote", "churn_remote"),
                                          ("loopback", "churn_loopback"))
