@@ -245,15 +245,21 @@ def parse_diag_buffer(buf, length, tally):
 # read big-endian (the port is network order): nlmsg_len, nlmsg_type, skip to
 # the sport, then dport+src+dst raw, skip the rest. The two native header
 # fields are compared with their byte-swapped expected values.
-_RECORD_STRUCTS = {}
 _TYPE_SWAPPED = struct.unpack(">H", struct.pack("=H", SOCK_DIAG_BY_FAMILY))[0]
+_STRUCTS = {}
+# One reply as (nlmsg_len, nlmsg_type, sport, dport+src+dst), big-endian; with the
+# state byte too, for dumps that mix TIME_WAIT with other states (a full socket's
+# reply can also be 96 bytes long); and the 34 key bytes alone.
+_RECORD = ">IH14xH34s%dx"
+_STATE_RECORD = ">IH11xB2xH34s%dx"
+_KEY_RECORD = "22x34s%dx"
 
 
-def _record_struct(msg_len):
-    record = _RECORD_STRUCTS.get(msg_len)
+def _record_struct(pattern, msg_len):
+    """The precompiled struct for `pattern` over replies of `msg_len` bytes (cached)."""
+    record = _STRUCTS.get((pattern, msg_len))
     if record is None:
-        record = _RECORD_STRUCTS[msg_len] = struct.Struct(
-            ">IH14xH34s%dx" % (msg_len - _OFF_END))
+        record = _STRUCTS[(pattern, msg_len)] = struct.Struct(pattern % (msg_len - _OFF_END))
     return record
 
 
@@ -272,7 +278,7 @@ def count_timewait_buffer(buf, length, in_range, counter):
     if length >= TIMEWAIT_MSG_LEN:
         msg_len, msg_type = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
         if msg_type == SOCK_DIAG_BY_FAMILY and msg_len >= TIMEWAIT_MSG_LEN and msg_len % 4 == 0:
-            record = _record_struct(msg_len)
+            record = _record_struct(_RECORD, msg_len)
             len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
             whole = length - length % msg_len
             for rec_len, rec_type, sport, key in record.iter_unpack(view[:whole]):
@@ -290,19 +296,6 @@ def count_timewait_buffer(buf, length, in_range, counter):
     for (_family, raw), per_state in tally.destinations.items():
         counter[raw] += per_state[TIME_WAIT]
     return messages + tally.messages, done
-
-
-# The same record with the state byte too, for dumps that mix TIME_WAIT with
-# other states (a full socket's reply can also be 96 bytes long).
-_STATE_RECORD_STRUCTS = {}
-
-
-def _state_record_struct(msg_len):
-    record = _STATE_RECORD_STRUCTS.get(msg_len)
-    if record is None:
-        record = _STATE_RECORD_STRUCTS[msg_len] = struct.Struct(
-            ">IH11xB2xH34s%dx" % (msg_len - _OFF_END))
-    return record
 
 
 def count_mixed_buffer(buf, length, tally, counter):
@@ -325,8 +318,8 @@ def count_mixed_buffer(buf, length, tally, counter):
                 and msg_len % 4 == 0 and buf[offset + _OFF_STATE] == TIME_WAIT
                 and whole > offset):
             len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
-            for rec_len, rec_type, state, sport, key in _state_record_struct(
-                    msg_len).iter_unpack(view[offset:whole]):
+            for rec_len, rec_type, state, sport, key in _record_struct(
+                    _STATE_RECORD, msg_len).iter_unpack(view[offset:whole]):
                 if rec_len != len_swapped or rec_type != _TYPE_SWAPPED or state != TIME_WAIT:
                     break
                 messages += 1
@@ -343,9 +336,6 @@ def count_mixed_buffer(buf, length, tally, counter):
     if offset < length:
         raise ValueError("truncated netlink message at offset %d" % offset)
     return messages, False
-
-
-_KEY_STRUCTS = {}
 
 
 def count_uniform_records(buf, length, counter):
@@ -368,9 +358,7 @@ def count_uniform_records(buf, length, counter):
     for index in range(6):  # nlmsg_len (4 bytes) and nlmsg_type (2) of every message
         if view[index:length:msg_len] != view[index:index + 1].tobytes() * count:
             return 0
-    record = _KEY_STRUCTS.get(msg_len)
-    if record is None:
-        record = _KEY_STRUCTS[msg_len] = struct.Struct("22x34s%dx" % (msg_len - _OFF_END))
+    record = _record_struct(_KEY_RECORD, msg_len)
     counter.update(record.iter_unpack(view))
     return count
 
