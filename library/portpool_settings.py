@@ -213,7 +213,7 @@ target:
   sample: {"net.ipv4.ip_local_port_range": "15000 64999", "net.ipv4.tcp_tw_reuse": "1"}
 changed_keys:
   description: Keys whose runtime value was (or in check mode would be) written.
-  returned: always
+  returned: state present or absent (not the deprecated mode verify)
   type: list
   elements: str
 file:
@@ -223,16 +223,16 @@ file:
   sample: /etc/sysctl.d/60-portpool.conf
 file_changed:
   description: Whether the file was (or would be) written or removed.
-  returned: always
+  returned: state present or absent (not the deprecated mode verify)
   type: bool
 before:
   description: Runtime values (C(runtime)) and file content (C(file), null when absent) found.
-  returned: always
+  returned: state present or absent (not the deprecated mode verify)
   type: dict
   sample: {"runtime": {"net.ipv4.tcp_tw_reuse": "2"}, "file": null}
 after:
   description: Runtime values and file content after the run (or, in check mode, planned).
-  returned: always
+  returned: state present or absent (not the deprecated mode verify)
   type: dict
 reserved_added:
   description: Listening ports added to C(ip_local_reserved_ports) to protect them.
@@ -280,7 +280,7 @@ planned_warnings:
   elements: str
 state_file:
   description: Where the previous values are (or were) saved.
-  returned: always
+  returned: state present or absent (not the deprecated mode verify)
   type: str
   sample: /var/lib/portpool/tune-state.json
 state_saved:
