@@ -247,10 +247,9 @@ def parse_diag_buffer(buf, length, tally):
 # fields are compared with their byte-swapped expected values.
 _TYPE_SWAPPED = struct.unpack(">H", struct.pack("=H", SOCK_DIAG_BY_FAMILY))[0]
 _STRUCTS = {}
-# One reply as (nlmsg_len, nlmsg_type, sport, dport+src+dst), big-endian; with the
-# state byte too, for dumps that mix TIME_WAIT with other states (a full socket's
-# reply can also be 96 bytes long); and the 34 key bytes alone.
-_RECORD = ">IH14xH34s%dx"
+# One reply as (nlmsg_len, nlmsg_type, state, sport, dport+src+dst), big-endian
+# (the state too, as a full socket's reply can also be 96 bytes long); and the 34
+# key bytes alone.
 _STATE_RECORD = ">IH11xB2xH34s%dx"
 _KEY_RECORD = "22x34s%dx"
 
@@ -261,41 +260,6 @@ def _record_struct(pattern, msg_len):
     if record is None:
         record = _STRUCTS[(pattern, msg_len)] = struct.Struct(pattern % (msg_len - _OFF_END))
     return record
-
-
-def count_timewait_buffer(buf, length, in_range, counter):
-    """Add the raw destination key of every in-range TIME_WAIT reply to `counter`.
-
-    The fast path for a dump that asked for TIME_WAIT only: the buffer is
-    walked with struct.iter_unpack over records of the first reply's length,
-    in C. Whatever else the buffer holds (the final NLMSG_DONE, an error, a
-    reply of another length) goes through the general walk.
-    Returns (messages, done).
-    """
-    view = memoryview(buf)[:length]
-    messages = 0
-    rest = 0
-    if length >= TIMEWAIT_MSG_LEN:
-        msg_len, msg_type = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
-        if msg_type == SOCK_DIAG_BY_FAMILY and msg_len >= TIMEWAIT_MSG_LEN and msg_len % 4 == 0:
-            record = _record_struct(_RECORD, msg_len)
-            len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
-            whole = length - length % msg_len
-            for rec_len, rec_type, sport, key in record.iter_unpack(view[:whole]):
-                if rec_len != len_swapped or rec_type != _TYPE_SWAPPED:
-                    break
-                messages += 1
-                if in_range[sport]:
-                    counter[key] += 1
-            rest = messages * msg_len
-    if rest == length:
-        return messages, False
-    tally = SocketTally()
-    tally.in_range = in_range
-    done = parse_diag_buffer(view[rest:], length - rest, tally)
-    for (_family, raw), per_state in tally.destinations.items():
-        counter[raw] += per_state[TIME_WAIT]
-    return messages + tally.messages, done
 
 
 def count_mixed_buffer(buf, length, tally, counter):
@@ -318,14 +282,16 @@ def count_mixed_buffer(buf, length, tally, counter):
                 and msg_len % 4 == 0 and buf[offset + _OFF_STATE] == TIME_WAIT
                 and whole > offset):
             len_swapped = struct.unpack(">I", struct.pack("=I", msg_len))[0]
+            run = 0
             for rec_len, rec_type, state, sport, key in _record_struct(
                     _STATE_RECORD, msg_len).iter_unpack(view[offset:whole]):
                 if rec_len != len_swapped or rec_type != _TYPE_SWAPPED or state != TIME_WAIT:
                     break
-                messages += 1
-                offset += msg_len
+                run += 1
                 if in_range[sport]:
                     counter[key] += 1
+            messages += run
+            offset += run * msg_len
             continue
         if msg_len < MSG_HEADER_LEN or offset + msg_len > length:
             raise ValueError("truncated netlink message at offset %d" % offset)
@@ -336,6 +302,21 @@ def count_mixed_buffer(buf, length, tally, counter):
     if offset < length:
         raise ValueError("truncated netlink message at offset %d" % offset)
     return messages, False
+
+
+def count_timewait_buffer(buf, length, in_range, counter):
+    """Add the raw destination key of every in-range TIME_WAIT reply to `counter`.
+
+    For a dump that asked for TIME_WAIT only: count_mixed_buffer's walk, with
+    any reply it could not take as a fixed record (another length) counted from
+    the general walk. Returns (messages, done).
+    """
+    tally = SocketTally()
+    tally.in_range = in_range
+    messages, done = count_mixed_buffer(buf, length, tally, counter)
+    for (_family, raw), per_state in tally.destinations.items():
+        counter[raw] += per_state[TIME_WAIT]
+    return messages + tally.messages, done
 
 
 def count_uniform_records(buf, length, counter):
