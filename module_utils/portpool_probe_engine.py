@@ -547,7 +547,8 @@ def run_hold(plan, method, listening, limits, workers_out):
             reachable = reachable[:max(0, left - len(final))]
         direct = hold_ends_directly(hold_addr, reachable, method, (low, high))
         final.extend(sock for _port, sock in direct)
-        missing = [port for port in missing if port not in {port for port, _s in direct}]
+        held_directly = {port for port, _sock in direct}
+        missing = [port for port in missing if port not in held_directly]
     acceptor.drain()
     final_alive = count_alive(final)
     established += final_alive
