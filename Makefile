@@ -56,8 +56,12 @@ build/sanity-wheels/.stamp: requirements.txt | $(VENV)/.requirements.stamp
 system-deps:
 	./scripts/install-system-deps
 
+# A fresh Debian has no venv module (python3-venv): install-system-deps --python
+# adds it first. A venv left half-made by a failure is removed, so the next run
+# starts over instead of taking it for done.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	PYTHON=$(PYTHON) ./scripts/install-system-deps --python
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.requirements.stamp: requirements.txt | $(BIN)/python
