@@ -1,17 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: portpool contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""File helpers for what portpool writes on the controller: results and reports.
+"""File helpers for everything portpool writes: results and reports on the
+controller, sysctl.d files and saved state on the targets (standard library only).
 
-Those files hold every host's facts (listeners, backend addresses, process
-names), so they are private: files 0600, folders 0700. A write never follows
-a symbolic link planted in a shared folder: the temporary file is created
-exclusively under a random name, then renamed over the target, and the folder
-is fsynced so the rename survives a crash.
+Results hold every host's facts (listeners, backend addresses, process names),
+so they are private: files 0600, folders 0700. A write never follows a symbolic
+link planted in a shared folder: the temporary file is created exclusively under
+a random name, then renamed over the target, and the folder is fsynced so the
+rename survives a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -24,16 +26,19 @@ DIR_MODE = 0o700
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
+# What fsync on a folder returns where the filesystem cannot do it; the rename
+# still happened. Any other error (EIO: the disk) is raised.
+_CANNOT_SYNC_FOLDER = frozenset((errno.EINVAL, errno.ENOTSUP, errno.EBADF))
+
+
 def fsync_dir(path):
-    """Flush a folder's entries (a rename in it) to disk; best effort off Linux."""
-    try:
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
+    """Flush a folder's entries (a rename in it) to disk."""
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(handle)
-    except OSError:
-        pass  # some filesystems cannot fsync a folder; the rename still happened
+    except OSError as exc:
+        if exc.errno not in _CANNOT_SYNC_FOLDER:
+            raise
     finally:
         os.close(handle)
 
@@ -47,9 +52,10 @@ def atomic_write(path, text, mode=FILE_MODE, sync=False):
     the rename replaces a link at `path` itself rather than following it.
     `text` may be a string, bytes, or an iterable of strings (a template's
     `generate()`), written as it comes so a large report is never whole in memory.
-    With `sync`, the file and then its folder are fsynced, so the new file
-    survives a crash: about 10 ms a file on ext4, so a caller writing
-    thousands (the audit's results) leaves it off and calls `fsync_dir` once.
+    With `sync`, the file (with its mode) and then its folder are fsynced, so
+    the new file survives a crash: about 10 ms a file on ext4, so a caller
+    writing thousands (the audit's results) leaves it off and calls `fsync_dir`
+    once. Tune's sysctl.d file and saved state are always written with `sync`.
     """
     folder, name = os.path.split(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".%s." % name[:64], suffix=".tmp",
@@ -68,9 +74,9 @@ def atomic_write(path, text, mode=FILE_MODE, sync=False):
                     stream.write("".join(batch).encode("utf-8", "replace"))
                     batch = list(itertools.islice(chunks, 8192))
             stream.flush()
+            os.fchmod(stream.fileno(), mode)  # set, not masked: umask does not apply
             if sync:
                 os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         if os.path.lexists(temporary):

@@ -15,11 +15,10 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 import uuid
-from datetime import datetime, timezone
 
 from ansible.module_utils.portpool_boot_order import boot_overrides
+from ansible.module_utils.portpool_files import atomic_write, utc_now
 from ansible.module_utils.portpool_persisted import (
     SYSCTL_D_DIRS,
     list_config_files,
@@ -183,44 +182,13 @@ def writable(key, proc_sys):
     return os.access(sysctl_path(key, proc_sys), os.W_OK)
 
 
-def write_atomic(path, data, mode, mover):
-    """Write data to a temp file beside path, fsync, chmod, move it into place, fsync
-    the directory. The mode is always set explicitly."""
-    directory = os.path.dirname(path)
-    handle, temp = tempfile.mkstemp(prefix=".portpool-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        mover(temp, path)
-        os.chmod(path, mode)
-    finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-    fsync_dir(directory)
-
-
-def fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def put_file(path, data, mode, mover):
+def put_file(path, data, mode):
     """Make path hold data (bytes) with mode, or be absent when data is None."""
     if data is None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     else:
-        write_atomic(path, data, mode, mover)
-
-
-def utc_now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        atomic_write(path, data, mode, sync=True)
 
 
 def new_run_id():
@@ -251,7 +219,7 @@ def describe_oserror(key, exc):
 
 
 def transact(paths, runtime_new, runtime_old, *, file_new, file_new_mode, file_old,
-             file_old_mode, mover):
+             file_old_mode):
     """Write the file and the changed runtime values; on any failure undo all of it.
 
     runtime_new: key -> value to write (only changed keys); runtime_old: key -> value now.
@@ -264,7 +232,7 @@ def transact(paths, runtime_new, runtime_old, *, file_new, file_new_mode, file_o
         if file_new != file_old or (file_new is not None
                                     and safe_mode(file_new_mode) != file_old_mode):
             file_done = True
-            put_file(paths.real(paths.file), file_new, safe_mode(file_new_mode), mover)
+            put_file(paths.real(paths.file), file_new, safe_mode(file_new_mode))
         for key, value in runtime_new.items():
             written.append(key)
             try:
@@ -289,7 +257,7 @@ def transact(paths, runtime_new, runtime_old, *, file_new, file_new_mode, file_o
                 problems.append("%s could not be put back to %r: %s" % (key, old, undo))
         if file_done:
             try:
-                put_file(paths.real(paths.file), file_old, safe_mode(file_old_mode), mover)
+                put_file(paths.real(paths.file), file_old, safe_mode(file_old_mode))
             except OSError as undo:
                 problems.append("%s could not be put back: %s" % (paths.file, undo))
         if problems:
@@ -427,17 +395,17 @@ def run_check(params, paths):
     return with_diff(result, paths)
 
 
-def run_apply(params, paths, check_mode=False, mover=os.replace, now=utc_now):
+def run_apply(params, paths, check_mode=False, now=utc_now):
     # A first look without the lock: a refused or unchanged host gets no state directory.
-    result = _apply_locked(params, paths, True, mover, now)
+    result = _apply_locked(params, paths, True, now)
     if check_mode or not result["changed"]:
         return result
     with locked(paths, create=True):
         # Surveyed again under the lock: `current` is what this run really replaces.
-        return _apply_locked(params, paths, False, mover, now)
+        return _apply_locked(params, paths, False, now)
 
 
-def _apply_locked(params, paths, check_mode, mover, now):
+def _apply_locked(params, paths, check_mode, now):
     decided = survey(params, paths)
     problems = decided["input_errors"] + decided["host_errors"]
     if problems:
@@ -462,16 +430,16 @@ def _apply_locked(params, paths, check_mode, mover, now):
         state = new_state(paths.file, decided["file_old"], decided["file_old_mode"], now())
     extend_state(state, decided["current"])
     state["last_run"] = result["run_id"] = new_run_id()
-    write_atomic(state_path, state_bytes(state), STATE_MODE, mover)
+    atomic_write(state_path, state_bytes(state), STATE_MODE, sync=True)
     result["state_saved"] = True
     result["state_created"] = fresh
     runtime_new = {key: decided["target"][key] for key in decided["changes"]}
     try:
         transact(paths, runtime_new, decided["current"], file_new=decided["file_new"],
                  file_new_mode=decided["file_new_mode"], file_old=decided["file_old"],
-                 file_old_mode=decided["file_old_mode"], mover=mover)
+                 file_old_mode=decided["file_old_mode"])
     except TuneError:
-        put_file(state_path, state_old_bytes, STATE_MODE, mover)
+        put_file(state_path, state_old_bytes, STATE_MODE)
         raise
     return with_diff(result, paths)
 
@@ -557,14 +525,14 @@ def restore_values(restore):
     return saved_runtime, text.encode("utf-8"), FILE_MODE
 
 
-def run_rollback(params, paths, check_mode=False, mover=os.replace):
+def run_rollback(params, paths, check_mode=False):
     if check_mode:
-        return _rollback(params, paths, True, mover)
+        return _rollback(params, paths, True)
     with locked(paths):
-        return _rollback(params, paths, False, mover)
+        return _rollback(params, paths, False)
 
 
-def _rollback(params, paths, check_mode, mover):
+def _rollback(params, paths, check_mode):
     state_path = paths.real(paths.state)
     result = {"changed": False, "file": paths.file, "state_file": paths.state,
               "changed_keys": [], "file_changed": False}
@@ -612,7 +580,7 @@ def _rollback(params, paths, check_mode, mover):
             raise TuneError("nothing was rolled back: %s is not writable here (read-only "
                             "/proc/sys, or no become)" % key)
     transact(paths, changes, current, file_new=file_saved, file_new_mode=saved_mode,
-             file_old=file_old, file_old_mode=file_old_mode, mover=mover)
+             file_old=file_old, file_old_mode=file_old_mode)
     if restore is None:
         os.replace(state_path, paths.real(paths.retired))
         result["msg"] = "restored the values saved at %s" % state["saved_at"]
@@ -620,7 +588,7 @@ def _rollback(params, paths, check_mode, mover):
         if state is not None and run_id is not None:
             # This run is undone: no run is the last one any more.
             state["last_run"] = None
-            write_atomic(state_path, state_bytes(state), STATE_MODE, mover)
+            atomic_write(state_path, state_bytes(state), STATE_MODE, sync=True)
         result["msg"] = "restored the values found before this run"
     return result
 
