@@ -5,20 +5,9 @@
 
 from __future__ import annotations
 
-import os
-
-import ansible.module_utils
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
-# The project's module_utils reach targets inside AnsiballZ; the controller finds
-# them through the package path, next to this folder.
-_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
-
-from ansible.module_utils.portpool_audit_policy import (  # noqa: E402
+from ansible_collections.portpool.project.plugins.module_utils.portpool_audit_policy import (
     check_hosts,
     grouped_problems,
     policy_argument_spec,

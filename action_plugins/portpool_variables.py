@@ -5,24 +5,11 @@
 
 from __future__ import annotations
 
-import glob
-import os
-
-import ansible.module_utils
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The project's module_utils reach targets inside AnsiballZ; the controller finds
-# them through the package path, next to this folder.
-_MODULE_UTILS = os.path.join(_PROJECT, "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
-
-from ansible.module_utils.portpool_variables import (  # noqa: E402
-    KNOWN_OTHER,
+from ansible_collections.portpool.project.plugins.module_utils.portpool_variables import (
     empty_settings,
-    spec_option_names,
+    known_names,
     unknown_variables,
 )
 
@@ -30,16 +17,6 @@ ARGUMENT_SPEC = dict(
     variables=dict(type="dict", required=True),
     settings=dict(type="dict"),
 )
-
-
-def known_names():
-    """The options of every role's argument spec in this project, and KNOWN_OTHER."""
-    known = set(KNOWN_OTHER)
-    for path in sorted(glob.glob(os.path.join(_PROJECT, "roles", "*", "meta",
-                                              "argument_specs.yml"))):
-        with open(path, encoding="utf-8") as handle:
-            known.update(spec_option_names(handle.read()))
-    return known
 
 
 class ActionModule(ActionBase):

@@ -18,21 +18,21 @@ from __future__ import annotations
 import fnmatch
 import json
 
-from ansible.module_utils.portpool_audit_advice import apply_fix, describe_values, render
+from .portpool_audit_advice import apply_fix, describe_values, render
 
 # The audit's API: callers import these names from here.
-from ansible.module_utils.portpool_audit_facts import (  # noqa: F401  # pylint: disable=unused-import
+from .portpool_audit_facts import (  # noqa: F401  # pylint: disable=unused-import
     FactsError,
     HostContext,
     check_facts,
     show,
 )
-from ansible.module_utils.portpool_audit_policy import (  # noqa: F401  # pylint: disable=unused-import
+from .portpool_audit_policy import (  # noqa: F401  # pylint: disable=unused-import
     default_policy,
     merged_policy,
     policy_from_vars,
 )
-from ansible.module_utils.portpool_audit_rules import (  # noqa: F401  # pylint: disable=unused-import
+from .portpool_audit_rules import (  # noqa: F401  # pylint: disable=unused-import
     RULE_IDS,
     RULES,
     RULES_BY_ID,

@@ -21,8 +21,8 @@ from __future__ import annotations
 import copy
 import os
 
-from ansible.module_utils.portpool_audit_facts import show
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_audit_facts import show
+from .portpool_sysctl import (
     dotted_name,
     from_text,
     pool_size,

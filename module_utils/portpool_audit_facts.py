@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_sysctl import (
     PORT_LIST,
     RANGE,
     SHORT_NAMES,

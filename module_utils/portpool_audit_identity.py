@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 
-from ansible.module_utils.portpool_version import VERSION
+from .portpool_version import VERSION
 
 
 def policy_hash(policy):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-from ansible.module_utils.portpool_audit_advice import describe_values, shell_line
-from ansible.module_utils.portpool_audit_facts import HostContext, show
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_audit_advice import describe_values, shell_line
+from .portpool_audit_facts import HostContext, show
+from .portpool_sysctl import (
     RANGE,
     dotted_name,
     format_reserved_ports,

@@ -20,15 +20,17 @@ import os
 
 import yaml  # the controller's PyYAML: this runs in an action, never on a target
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.portpool_audit_rules import RULE_IDS, SEVERITIES
-from ansible.module_utils.portpool_sysctl import NET_KEYS, dotted_name
 
-# Where the role's spec lies from here: module_utils/ in the playbook project,
-# plugins/plugin_utils/ in the generated collection.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-SPEC_CANDIDATES = tuple(
-    os.path.join(_HERE, up, "roles", "portpool_audit", "meta", "argument_specs.yml")
-    for up in (os.pardir, os.path.join(os.pardir, os.pardir)))
+from .portpool_audit_rules import RULE_IDS, SEVERITIES
+from .portpool_sysctl import NET_KEYS, dotted_name
+
+# Where the roles lie from here: module_utils/ in the playbook project (reached
+# through the collections/ link, hence realpath), plugins/plugin_utils/ in the
+# generated collection.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+ROLES_CANDIDATES = tuple(os.path.normpath(os.path.join(_HERE, up, "roles"))
+                         for up in (os.pardir, os.path.join(os.pardir, os.pardir)))
+AUDIT_SPEC = os.path.join("portpool_audit", "meta", "argument_specs.yml")
 
 # Options of the spec that are not the audit's policy.
 NOT_POLICY = frozenset({"portpool_report_dir"})
@@ -44,12 +46,17 @@ _OPTIONS = {}
 _VALIDATED = {}
 
 
+def roles_dir():
+    """The project's or the collection's roles folder: the one holding portpool_audit."""
+    for path in ROLES_CANDIDATES:
+        if os.path.isfile(os.path.join(path, AUDIT_SPEC)):
+            return path
+    raise ValueError("roles/%s not found near %s" % (AUDIT_SPEC, _HERE))
+
+
 def spec_file():
-    """The role's meta/argument_specs.yml, next to the project or the collection."""
-    for path in SPEC_CANDIDATES:
-        if os.path.isfile(path):
-            return os.path.normpath(path)
-    raise ValueError("roles/portpool_audit/meta/argument_specs.yml not found near %s" % _HERE)
+    """The portpool_audit role's meta/argument_specs.yml."""
+    return os.path.join(roles_dir(), AUDIT_SPEC)
 
 
 def spec_options(spec_text, entry_point):

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import math
 
-from ansible.module_utils.portpool_audit_advice import (
+from .portpool_audit_advice import (
     describe_values,
     make_fix,
     persist_fix,
 )
-from ansible.module_utils.portpool_audit_facts import proc_path, show
-from ansible.module_utils.portpool_audit_namespaces import (
+from .portpool_audit_facts import proc_path, show
+from .portpool_audit_namespaces import (
     check_namespace_listeners,
     check_namespace_pressure,
     check_namespace_settings,
 )
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_sysctl import (
     dotted_name,
     format_reserved_ports,
     parse_port_range,

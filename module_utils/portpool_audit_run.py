@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible.module_utils.portpool_audit import (
+from .portpool_audit import (
     SEVERITIES,
     SEVERITY_RANK,
     blocking,
@@ -25,9 +25,9 @@ from ansible.module_utils.portpool_audit import (
     policy_from_vars,
     worst_severity,
 )
-from ansible.module_utils.portpool_audit_identity import run_identity, stamp
-from ansible.module_utils.portpool_audit_policy import merged_policy
-from ansible.module_utils.portpool_files import (
+from .portpool_audit_identity import run_identity, stamp
+from .portpool_audit_policy import merged_policy
+from .portpool_files import (
     atomic_write,
     fsync_dir,
     make_private_dir,
@@ -36,7 +36,7 @@ from ansible.module_utils.portpool_files import (
     utc_now,
     utc_stamp,
 )
-from ansible.module_utils.portpool_result_summary import host_summary
+from .portpool_result_summary import host_summary
 
 
 def audit_argument_spec():

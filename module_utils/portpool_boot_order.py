@@ -13,8 +13,8 @@ the values portpool writes. Pure: callers read the files and pass the text in.
 
 from __future__ import annotations
 
-from ansible.module_utils.portpool_persisted import parse_sysctl_conf, resolve_persisted
-from ansible.module_utils.portpool_sysctl import normalise_value
+from .portpool_persisted import parse_sysctl_conf, resolve_persisted
+from .portpool_sysctl import normalise_value
 
 
 def boot_overrides(ours, order, contents, target):

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from ansible.module_utils.portpool_audit import (
+from .portpool_audit import (
     RULES,
     SEVERITY_RANK,
     FactsError,
@@ -31,9 +31,9 @@ from ansible.module_utils.portpool_audit import (
     recheck,
     sort_findings,
 )
-from ansible.module_utils.portpool_audit_identity import policy_hash
-from ansible.module_utils.portpool_files import atomic_write, make_private_dir, safe_file_name
-from ansible.module_utils.portpool_report import (
+from .portpool_audit_identity import policy_hash
+from .portpool_files import atomic_write, make_private_dir, safe_file_name
+from .portpool_report import (
     list_result_files,
     parse_time,
     read_result_file,

@@ -23,10 +23,10 @@ import select
 import signal
 import time
 
-from ansible.module_utils.portpool_netns_discover import discover
-from ansible.module_utils.portpool_netns_names import Namer
-from ansible.module_utils.portpool_snapshot import network_snapshot
-from ansible.module_utils.portpool_sysctl import NET_KEYS
+from .portpool_netns_discover import discover
+from .portpool_netns_names import Namer
+from .portpool_snapshot import network_snapshot
+from .portpool_sysctl import NET_KEYS
 
 CLONE_NEWNET = 0x40000000
 # A child reading one namespace takes milliseconds; this is for a stuck one.

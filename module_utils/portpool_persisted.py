@@ -30,7 +30,7 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from ansible.module_utils.portpool_sysctl import normalise_value, same
+from .portpool_sysctl import normalise_value, same
 
 SYSCTL_D_DIRS = (
     "/etc/sysctl.d",

@@ -36,7 +36,7 @@ import stat
 import struct
 import time
 
-from ansible.module_utils.portpool_probe_model import (
+from .portpool_probe_model import (
     FD_RESERVE,
     LAB_PREFIX_MASK,
     LAB_SOURCE,
@@ -46,7 +46,7 @@ from ansible.module_utils.portpool_probe_model import (
     sysctl_equal,
     worker_quotas,
 )
-from ansible.module_utils.portpool_probe_partition import (
+from .portpool_probe_partition import (
     assign_chunks,
     chunk_size_for,
     chunk_usable,
@@ -54,7 +54,7 @@ from ansible.module_utils.portpool_probe_partition import (
     parallel_workers,
     split_range,
 )
-from ansible.module_utils.portpool_probe_repair import (
+from .portpool_probe_repair import (
     choose_method,
     connect_one,
     fill,
@@ -63,8 +63,8 @@ from ansible.module_utils.portpool_probe_repair import (
     pack_range,
     set_lab_range,
 )
-from ansible.module_utils.portpool_probe_userns import LabRefused, enter_lab
-from ansible.module_utils.portpool_sysctl import read_sysctl, sysctl_path
+from .portpool_probe_userns import LabRefused, enter_lab
+from .portpool_sysctl import read_sysctl, sysctl_path
 
 PR_SET_PDEATHSIG = 1
 IP_BIND_ADDRESS_NO_PORT = 24

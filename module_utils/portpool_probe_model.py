@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import math
 
-from ansible.module_utils.portpool_probe_partition import compact_ports, missing_verdict
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_probe_partition import compact_ports, missing_verdict
+from .portpool_sysctl import (
     PROBE_COPIED,
     PROBE_REQUIRED,
     normalise_value,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from ansible.module_utils.portpool_sysctl import pool_size
+from .portpool_sysctl import pool_size
 
 # Ports per chunk. Even, so that on kernels whose narrowed search still steps
 # by two (before 6.8) the window covers the whole chunk.

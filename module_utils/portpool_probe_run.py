@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
-from ansible.module_utils.portpool_netns_inspect import run_inside
-from ansible.module_utils.portpool_probe_engine import ProbeError, Terminated, run_probe
-from ansible.module_utils.portpool_probe_model import (
+from .portpool_netns_inspect import run_inside
+from .portpool_probe_engine import ProbeError, Terminated, run_probe
+from .portpool_probe_model import (
     COPIED_KEYS,
     DEFAULT_CHURN_SECONDS,
     DEFAULT_TIMEOUT,
@@ -23,8 +23,8 @@ from ansible.module_utils.portpool_probe_model import (
     host_settings,
     make_plan,
 )
-from ansible.module_utils.portpool_probe_partition import parse_refusals
-from ansible.module_utils.portpool_sysctl import read_sysctl
+from .portpool_probe_partition import parse_refusals
+from .portpool_sysctl import read_sysctl
 
 
 def probe_argument_spec():

@@ -32,15 +32,15 @@ import os
 import re
 from datetime import datetime, timezone
 
-from ansible.module_utils.portpool_files import safe_file_name
-from ansible.module_utils.portpool_files import unique_file_names as unique_names
-from ansible.module_utils.portpool_report_host import (
+from .portpool_files import safe_file_name
+from .portpool_files import unique_file_names as unique_names
+from .portpool_report_host import (
     fix_first,
     measurement,
     namespace_note,
     namespace_rows,
 )
-from ansible.module_utils.portpool_result_summary import MAX_COUNT, MAX_UTILISATION, read_summary
+from .portpool_result_summary import MAX_COUNT, MAX_UTILISATION, read_summary
 
 RESULT_SCHEMA = 1
 MODEL_SCHEMA = 1

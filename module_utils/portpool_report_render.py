@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 
-from ansible.module_utils.portpool_files import (
+from .portpool_files import (
     DIR_MODE,
     FILE_MODE,
     atomic_write,
@@ -38,7 +38,7 @@ from ansible.module_utils.portpool_files import (
     make_private_dir,
     utc_now,
 )
-from ansible.module_utils.portpool_report import (
+from .portpool_report import (
     FORMATS,
     SEVERITIES,
     STATUSES,

@@ -8,8 +8,8 @@ Runs on the controller, inside the portpool_report action plugin.
 
 from __future__ import annotations
 
-from ansible.module_utils.portpool_report import FORMATS, SEVERITIES
-from ansible.module_utils.portpool_report_render import build_report
+from .portpool_report import FORMATS, SEVERITIES
+from .portpool_report_render import build_report
 
 # How many of the report's warnings reach the console; the rest are counted.
 MAX_WARNINGS = 50

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ansible.module_utils.portpool_sockdiag import (
+from .portpool_sockdiag import (
     LISTEN,
     NetlinkUnavailable,
     SocketTally,
@@ -27,7 +27,7 @@ from ansible.module_utils.portpool_sockdiag import (
     summarise_destinations,
     summarise_listeners,
 )
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_sysctl import (
     KNOWN_KEYS,
     from_text,
     pool_size,

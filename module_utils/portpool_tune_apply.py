@@ -17,15 +17,15 @@ import os
 import stat
 import uuid
 
-from ansible.module_utils.portpool_boot_order import boot_overrides
-from ansible.module_utils.portpool_files import atomic_write, utc_now
-from ansible.module_utils.portpool_persisted import (
+from .portpool_boot_order import boot_overrides
+from .portpool_files import atomic_write, utc_now
+from .portpool_persisted import (
     SYSCTL_D_DIRS,
     list_config_files,
     under_root,
 )
-from ansible.module_utils.portpool_sockdiag import listening_ports_proc
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_sockdiag import listening_ports_proc
+from .portpool_sysctl import (
     normalise_value,
     parse_port_range,
     parse_reserved_ports,
@@ -33,7 +33,7 @@ from ansible.module_utils.portpool_sysctl import (
     read_sysctl,
     sysctl_path,
 )
-from ansible.module_utils.portpool_tune_plan import (
+from .portpool_tune_plan import (
     DOTTED_TO_SHORT,
     MANAGED,
     boot_files_with_ours,
@@ -47,7 +47,7 @@ from ansible.module_utils.portpool_tune_plan import (
     render_file,
     validate_settings,
 )
-from ansible.module_utils.portpool_tune_state import (
+from .portpool_tune_state import (
     FILE_MODE,
     MAX_FILE_BYTES,
     RETIRED_NAME,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 
-from ansible.module_utils.portpool_persisted import (
+from .portpool_persisted import (
     SYSCTL_CONF,
     parse_sysctl_conf,
     resolve_persisted,
 )
-from ansible.module_utils.portpool_sysctl import (
+from .portpool_sysctl import (
     PORT_MAX,
     TUNED,
     format_reserved_ports,

@@ -21,7 +21,7 @@ import os
 import stat
 import time
 
-from ansible.module_utils.portpool_tune_plan import (
+from .portpool_tune_plan import (
     DOTTED_TO_SHORT,
     STATE_VERSION,
     file_content_errors,

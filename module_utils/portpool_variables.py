@@ -13,8 +13,12 @@ variables no spec declares (playbook variables and the facts the roles set).
 from __future__ import annotations
 
 import difflib
+import glob
+import os
 
 import yaml
+
+from .portpool_audit_policy import roles_dir
 
 PREFIX = "portpool_"
 
@@ -55,6 +59,15 @@ def spec_option_names(text):
     for entry in specs.values():
         names.update((entry or {}).get("options") or {})
     return names
+
+
+def known_names():
+    """The options of every role's argument spec, and KNOWN_OTHER."""
+    known = set(KNOWN_OTHER)
+    for path in sorted(glob.glob(os.path.join(roles_dir(), "*", "meta", "argument_specs.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            known.update(spec_option_names(handle.read()))
+    return known
 
 
 def unknown_variables(variables, known):

@@ -22,7 +22,6 @@ import ast
 import gzip
 import io
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from ansible.release import __version__ as ansible_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collection_rewrite import (
+    OUR_IMPORT,
     PLUGIN_UTILS_PACKAGE,
     UTILS_PACKAGE,
     RewriteError,
@@ -109,11 +109,10 @@ def target_utils(utils):
     the rest run only in the controller (they may import PyYAML or Jinja2) and go
     to plugins/plugin_utils, where ansible-test checks them as controller code.
     """
-    pattern = re.compile(r"^\s*from ansible\.module_utils\.(\w+)", re.M)
     folder = ROOT / "module_utils"
 
     def imports(path):
-        return {name for name in pattern.findall(path.read_text()) if name in utils}
+        return {name for name in OUR_IMPORT.findall(path.read_text()) if name in utils}
 
     wanted = set().union(*(imports(p) for p in (ROOT / "library").glob("*.py")))
     pending = list(wanted)

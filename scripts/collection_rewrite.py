@@ -17,6 +17,14 @@ UTILS_PACKAGE = COLLECTION_PACKAGE + ".module_utils"
 # Controller-only helpers: the folder ansible.utils and others use for them.
 PLUGIN_UTILS_PACKAGE = COLLECTION_PACKAGE + ".plugin_utils"
 MODULE_UTILS = "ansible.module_utils"
+# The playbook project's action plugins import module_utils/ as this collection
+# (collections/ links to it; ansible.cfg says why).
+PROJECT_UTILS = "ansible_collections.portpool.project.plugins.module_utils"
+# The three ways our sources name one of our module_utils: ansible.module_utils.X
+# (library/), the project collection's (action_plugins/), and .X (module_utils/).
+OURS = r"(?:%s|%s)?\." % (re.escape(MODULE_UTILS), re.escape(PROJECT_UTILS))
+# The name of ours a `from ... import` line imports, whichever way it is named.
+OUR_IMPORT = re.compile(r"^\s*from %s(portpool_\w+)[\w.]* import " % OURS, re.M)
 # Keywords that take a role name, with or without the ansible.builtin prefix.
 ROLE_INCLUDES = ("import_role", "include_role")
 
@@ -33,14 +41,13 @@ def fqcn(name):
 
 
 def rewrite_python(text, utils, where):
-    """Drop the module_utils path hack, then point our imports at the collection.
+    """Point our imports at the collection; refuse a source that changes import paths.
 
     `utils` maps each of our module_utils names to its collection package (a plain
     set means all of them stay in plugins/module_utils).
     """
     if not isinstance(utils, dict):
         utils = dict.fromkeys(utils, UTILS_PACKAGE)
-    text = drop_path_hack(text, where)
     text = _rewrite_imports(text, utils, where)
     problems = leftover_hacks(text) + _leftover_imports(text, utils)
     if problems:
@@ -50,8 +57,7 @@ def rewrite_python(text, utils, where):
 
 def _rewrite_imports(text, utils, where):
     names = "|".join(re.escape(name) for name in sorted(utils)) or r"(?!)"
-    submodule = re.compile(r"^(\s*)from %s\.(%s)(\.[\w.]+)? import "
-                           % (re.escape(MODULE_UTILS), names), re.M)
+    submodule = re.compile(r"^(\s*)from %s(%s)(\.[\w.]+)? import " % (OURS, names), re.M)
     text = submodule.sub(lambda m: "%sfrom %s.%s%s import " % (
         m.group(1), utils[m.group(2)], m.group(2), m.group(3) or ""), text)
 
@@ -80,12 +86,16 @@ def _rewrite_imports(text, utils, where):
 def _leftover_imports(text, utils):
     problems = []
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            parts = node.module.split(".")
-            if parts[:2] == ["ansible", "module_utils"] and (
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                problems.append("line %d still imports relatively (.%s)" % (node.lineno, module))
+                continue
+            parts = module.split(".")
+            if module.startswith(PROJECT_UTILS) or (parts[:2] == ["ansible", "module_utils"] and (
                     (len(parts) > 2 and parts[2] in utils)
-                    or (len(parts) == 2 and any(a.name in utils for a in node.names))):
-                problems.append("line %d still imports %s" % (node.lineno, node.module))
+                    or (len(parts) == 2 and any(a.name in utils for a in node.names)))):
+                problems.append("line %d still imports %s" % (node.lineno, module))
     return problems
 
 
@@ -96,80 +106,10 @@ def _is_path_list(node):
         or (node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys"))
 
 
-def _touches_path_list(stmt):
-    return any(_is_path_list(node) for node in ast.walk(stmt))
-
-
 def leftover_hacks(text):
     """Every line that still reads or changes an import path list."""
-    return ["line %d changes the import path" % node.lineno
-            for node in ast.walk(ast.parse(text)) if _is_path_list(node)]
-
-
-def drop_path_hack(text, where):
-    """Remove top-level statements that extend an import path, and what only they use.
-
-    The hack's shape: names assigned only for it (`_MODULE_UTILS = ...`), the
-    statements touching `ansible.module_utils.__path__` or `sys.path`, the imports
-    nothing else uses any more, and the comment lines just above the block.
-    """
-    tree = ast.parse(text)
-    body = tree.body
-    hack = [stmt for stmt in body if _touches_path_list(stmt)]
-    if not hack:
-        return text
-    for stmt in hack:
-        if not isinstance(stmt, (ast.If, ast.Expr, ast.Assign)):
-            raise RewriteError("%s: line %d: unrecognised import-path hack (%s)"
-                               % (where, stmt.lineno, type(stmt).__name__))
-    drop = set(map(id, hack))
-    used_by_hack = {node.id for stmt in hack for node in ast.walk(stmt)
-                    if isinstance(node, ast.Name)}
-    # Assignments whose targets only the hack reads.
-    for stmt in body:
-        if isinstance(stmt, ast.Assign) and id(stmt) not in drop:
-            targets = {t.id for t in stmt.targets if isinstance(t, ast.Name)}
-            if targets and targets <= used_by_hack and not _used_elsewhere(
-                    targets, body, drop | {id(stmt)}):
-                drop.add(id(stmt))
-    # Imports only the dropped statements needed.
-    for stmt in body:
-        if isinstance(stmt, ast.Import) and id(stmt) not in drop:
-            bound = {(alias.asname or alias.name).split(".")[0] for alias in stmt.names}
-            if not _used_elsewhere(bound, body, drop | {id(stmt)}):
-                drop.add(id(stmt))
-    lines = text.splitlines(keepends=True)
-    remove = set()
-    for stmt in body:
-        if id(stmt) in drop:
-            start = stmt.lineno - 1
-            remove.update(range(start, stmt.end_lineno))
-            while start > 0 and lines[start - 1].lstrip().startswith("#"):
-                start -= 1
-                remove.add(start)
-    kept = [line for number, line in enumerate(lines) if number not in remove]
-    return _squeeze_blank_lines("".join(kept))
-
-
-def _used_elsewhere(names, body, skip):
-    for stmt in body:
-        if id(stmt) in skip:
-            continue
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and node.id in names:
-                return True
-            if isinstance(node, ast.Attribute):
-                root = node
-                while isinstance(root, ast.Attribute):
-                    root = root.value
-                if isinstance(root, ast.Name) and root.id in names:
-                    return True
-    return False
-
-
-def _squeeze_blank_lines(text):
-    """At most two blank lines in a row, as pep8 wants, after removing a block."""
-    return re.sub(r"\n{4,}", "\n\n\n", text)
+    lines = sorted({node.lineno for node in ast.walk(ast.parse(text)) if _is_path_list(node)})
+    return ["line %d changes the import path" % line for line in lines]
 
 
 def rewrite_module_docs(text, modules):

@@ -16,12 +16,13 @@ import re
 import sys
 from pathlib import Path
 
+from collection_rewrite import OUR_IMPORT
+
 ROOT = Path(__file__).resolve().parent.parent
 UTILS = ROOT / "module_utils"
 DRAWING = ROOT / "docs" / "structure.md"
 # Rank: a file imports only lower ranks, or its own stage.
 STAGES = {"base": 0, "collect": 1, "tune": 1, "judge": 2, "render": 3, "merge": 4}
-IMPORT = re.compile(r"^\s*(?:from|import) ansible\.module_utils\.(portpool_\w+)", re.M)
 ROW = re.compile(r"^\| `(portpool_\w+)\.py` \| (\w+) \|", re.M)
 
 
@@ -32,7 +33,7 @@ def stages(readme_text):
 
 def imports(stems):
     """{file stem: sorted stems of module_utils it imports}."""
-    return {stem: sorted(set(IMPORT.findall((UTILS / (stem + ".py")).read_text())))
+    return {stem: sorted(set(OUR_IMPORT.findall((UTILS / (stem + ".py")).read_text())))
             for stem in sorted(stems)}
 
 

@@ -133,33 +133,37 @@ def test_fqcn_playbook_outside_the_repo_audits_like_audit_yml(installed, tmp_pat
     assert from_collection["hosts"][0]["status"] == "ok", from_collection["hosts"][0]
 
 
-def test_an_unknown_path_hack_shape_fails_loudly():
+def test_a_source_that_changes_the_import_path_is_refused():
     from collection_rewrite import rewrite_python
 
     source = ("import sys\n\n\ndef setup():\n    sys.path.insert(0, 'x')\n\n\n"
-              "for p in ['y']:\n    sys.path.append(p)\n")
-    with pytest.raises(RewriteError, match=r"import-path hack|import path"):
+              "import ansible.module_utils\nansible.module_utils.__path__.append('y')\n")
+    with pytest.raises(RewriteError, match=r"line 5 changes the import path.*line 9"):
         rewrite_python(source, {"portpool_sysctl"}, "example.py")
 
 
-def test_the_known_hack_shape_is_removed_with_what_only_it_used():
+def test_each_way_of_naming_our_module_utils_gets_the_collection_package():
     from collection_rewrite import rewrite_python
 
+    utils = {"portpool_sysctl": "P.module_utils", "portpool_report": "P.plugin_utils"}
     source = (
-        "import os\n\nimport ansible.module_utils\n"
-        "from ansible.plugins.action import ActionBase\n\n"
-        "# explains the hack\n"
-        "_UTILS = os.path.join(os.path.dirname(__file__), 'module_utils')\n"
-        "if _UTILS not in ansible.module_utils.__path__:\n"
-        "    ansible.module_utils.__path__.append(_UTILS)\n\n"
-        "from ansible.module_utils.portpool_sysctl import read_sysctl  # noqa: E402\n"
-        "from ansible.module_utils.basic import AnsibleModule\n")
-    out = rewrite_python(source, {"portpool_sysctl"}, "example.py")
-    assert "__path__" not in out and "import os" not in out and "explains" not in out
-    assert "import ansible.module_utils\n" not in out
-    assert ("from ansible_collections.portpool.portpool.plugins.module_utils.portpool_sysctl"
-            " import read_sysctl") in out
-    assert "from ansible.module_utils.basic import AnsibleModule" in out
+        "from ansible.module_utils.basic import AnsibleModule\n"
+        "from ansible.module_utils.portpool_sysctl import read_sysctl\n"
+        "from ansible_collections.portpool.project.plugins.module_utils.portpool_report "
+        "import build\n"
+        "from .portpool_sysctl import (\n    parse_port_range,\n)\n")
+    assert rewrite_python(source, utils, "example.py") == (
+        "from ansible.module_utils.basic import AnsibleModule\n"
+        "from P.module_utils.portpool_sysctl import read_sysctl\n"
+        "from P.plugin_utils.portpool_report import build\n"
+        "from P.module_utils.portpool_sysctl import (\n    parse_port_range,\n)\n")
+
+
+def test_a_relative_import_of_something_not_ours_is_refused():
+    from collection_rewrite import rewrite_python
+
+    with pytest.raises(RewriteError, match="relatively"):
+        rewrite_python("from .helpers import x\n", {"portpool_sysctl"}, "example.py")
 
 
 def test_yaml_rewrite_refuses_a_shape_it_cannot_check():

@@ -1,24 +1,15 @@
 """portpool_variables: misspelt portpool_* variables and empty settings are warned about."""
 
-import importlib.util
 from pathlib import Path
 
 import yaml
-from ansible.module_utils.portpool_variables import empty_settings, unknown_variables
+from ansible.module_utils.portpool_variables import empty_settings, known_names, unknown_variables
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _known_names():
-    spec = importlib.util.spec_from_file_location(
-        "portpool_variables_action", REPO / "action_plugins" / "portpool_variables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.known_names()
-
-
 def test_a_misspelt_name_is_warned_once_with_its_hosts_and_the_closest_name():
-    known = _known_names()
+    known = known_names()
     warnings = unknown_variables({
         "proxy1": ["portpool_tune_setting", "ansible_host", "portpool_tune_settings"],
         "proxy2": ["portpool_tune_setting", "portpool_audit_min_usable_port"],
@@ -32,18 +23,18 @@ def test_a_misspelt_name_is_warned_once_with_its_hosts_and_the_closest_name():
 
 
 def test_a_name_close_to_nothing_says_it_is_ignored():
-    warnings = unknown_variables({"h": ["portpool_xyzzy"]}, _known_names())
+    warnings = unknown_variables({"h": ["portpool_xyzzy"]}, known_names())
     assert warnings == ["portpool_xyzzy (set for h) is not a portpool variable: it is ignored"]
 
 
 def test_long_host_lists_are_shortened():
     hosts = {"h%02d" % index: ["portpool_tune_setting"] for index in range(25)}
-    (warning,) = unknown_variables(hosts, _known_names())
+    (warning,) = unknown_variables(hosts, known_names())
     assert "h09, ... (25 hosts)" in warning and "h10" not in warning
 
 
 def test_every_role_option_and_every_fact_the_project_sets_is_known():
-    known = _known_names()
+    known = known_names()
     for path in (REPO / "roles").glob("*/defaults/main.yml"):
         names = set(yaml.safe_load(path.read_text()) or {})
         assert names <= known, (path, names - known)
