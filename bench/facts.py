@@ -68,9 +68,9 @@ json.dump({"elapsed": elapsed, "count": count,
 # listeners) as portpool_facts.gather() runs it, for information.
 FULL = r"""
 import json, resource, sys, time
-import ansible.module_utils
-sys.path.insert(0, sys.argv[1] + "/library")
-ansible.module_utils.__path__.append(sys.argv[1] + "/module_utils")
+sys.path.insert(0, sys.argv[1])
+import tests.ansiballz_path
+sys.path.insert(0, tests.ansiballz_path.LIBRARY)
 import portpool_facts as pf
 from ansible.module_utils import portpool_sockdiag as sd
 low, high, usable = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

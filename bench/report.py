@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import tests.ansiballz_path  # noqa: F401  (the audit's summary, imported below)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "roles" / "portpool_report" / "templates"
 SIZES = (1000, 10000)
@@ -130,10 +132,6 @@ def synthetic_result(index, rng):
 
 def summary_builder():
     """The audit's summary function, as the audit writes it into each result."""
-    import ansible.module_utils  # noqa: PLC0415 - the project's module_utils join its path here
-    folder = str(ROOT / "module_utils")
-    if folder not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(folder)
     from ansible.module_utils.portpool_result_summary import host_summary  # noqa: PLC0415
     return host_summary
 
@@ -155,8 +153,8 @@ def generate(folder, count, seed=5):
 
 CHILD = r"""
 import json, resource, sys, time
-import ansible.module_utils
-ansible.module_utils.__path__.append(sys.argv[1] + "/module_utils")
+sys.path.insert(0, sys.argv[1])
+import tests.ansiballz_path
 from ansible.module_utils.portpool_report_render import build_report
 
 def cpu():

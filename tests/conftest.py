@@ -9,12 +9,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
+from tests import ansiballz_path
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "library"))
-ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
+sys.path.insert(0, ansiballz_path.LIBRARY)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -39,11 +39,9 @@ CLONE_NEWNET = 0x40000000
 CASE_SECONDS = 120
 
 sys.path.insert(0, str(REPO))
-import ansible.module_utils  # noqa: E402  (after the path: this runs as a script)
+import ansible.module_utils.basic  # noqa: E402, F401  (imported once, before the forks)
 
-ansible.module_utils.__path__.append(str(REPO / "module_utils"))
-import ansible.module_utils.basic  # noqa: E402  (imported once, before the forks)
-
+import tests.ansiballz_path  # noqa: E402, F401  (after the path: this runs as a script)
 from tests.integration.naive_loop import naive_holds  # noqa: E402
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # `python -c CODE ARGS`: AnsibleModule reads its arguments from sys.argv[1].
-BOOTSTRAP = ("import ansible.module_utils, runpy; ansible.module_utils.__path__.append(%r); "
+BOOTSTRAP = ("import runpy, sys; sys.path.insert(0, %r); import tests.ansiballz_path; "
              "runpy.run_path(%r, run_name='__main__')")
 
 
 def module_argv(name, args):
     """argv that runs library/<name>.py with `args` as its module arguments."""
-    code = BOOTSTRAP % (str(REPO / "module_utils"), str(REPO / "library" / (name + ".py")))
+    code = BOOTSTRAP % (str(REPO), str(REPO / "library" / (name + ".py")))
     return [sys.executable, "-c", code, json.dumps({"ANSIBLE_MODULE_ARGS": args})]
 
 
