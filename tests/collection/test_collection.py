@@ -58,7 +58,9 @@ def installed(built, tmp_path_factory):
 
 
 def run_playbook(playbook, cwd, report_dir, collections):
-    """Run one playbook; the inventory and reports go next to report_dir, never into cwd."""
+    """Run one playbook; the inventory and reports go next to report_dir, never into cwd.
+
+    Returns the fleet.json document and the console output."""
     # No ansible.cfg of the repository may help: cwd is outside it, ANSIBLE_CONFIG unset.
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1",
@@ -73,7 +75,7 @@ def run_playbook(playbook, cwd, report_dir, collections):
                            "-e", "portpool_audit_namespaces=false"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((report_dir / "fleet.json").read_text())
+    return json.loads((report_dir / "fleet.json").read_text()), done.stdout + done.stderr
 
 
 def comparable(fleet):
@@ -120,13 +122,16 @@ def test_fqcn_playbook_outside_the_repo_audits_like_audit_yml(installed, tmp_pat
     outside.mkdir()
     playbook = outside / "site.yml"
     playbook.write_text(FQCN_PLAYBOOK)
-    from_collection = run_playbook(playbook, outside, outside / "reports" / "run", installed)
+    from_collection, console = run_playbook(playbook, outside, outside / "reports" / "run",
+                                            installed)
+    # Both -e variables are the roles' own: the collection finds its roles' specs.
+    assert "is not a portpool variable" not in console, console[-3000:]
 
     project = tmp_path / "project"
     project.mkdir()
     empty = tmp_path / "no-collections"
     empty.mkdir()
-    from_project = run_playbook(ROOT / "audit.yml", ROOT, project / "run", empty)
+    from_project, _console = run_playbook(ROOT / "audit.yml", ROOT, project / "run", empty)
 
     assert comparable(from_collection) == comparable(from_project)
     assert [host["host"] for host in from_collection["hosts"]] == ["localhost"]
