@@ -83,6 +83,14 @@ options:
         C(awx_job_slice_count) when the run is an AWX job; empty values are ignored.
     type: dict
     default: {}
+  probe_record:
+    description:
+      - What M(portpool_probe_record) returned (C(path), C(measurements)). A host's
+        probe that skipped its hold (C(on_record)) is filled in from C(measurements),
+        with C(record) naming the host that measured it and when; the record, with this
+        run's complete lab measurements added, is written back to C(path).
+      - Without it the audit neither reads nor writes a record.
+    type: dict
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -122,6 +122,12 @@ options:
             (an C(ip netns) name or a path such as C(/proc/PID/ns/net)); see
             M(portpool_probe).
         type: str
+      on_record:
+        description:
+          - Keys of lab measurements the caller already holds; a host whose key is
+            among them does not repeat the hold (see M(portpool_probe)).
+        type: list
+        elements: str
   namespaces:
     description:
       - Other network namespaces on the host (containers, pods, C(ip netns)), each read

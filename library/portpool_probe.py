@@ -126,6 +126,18 @@ options:
         as C(/proc/PID/ns/net) of a process in the container. Needs root to enter it.
       - C(mode=lab) only. RV(probe.settings_from) says whose values were copied.
     type: str
+  on_record:
+    description:
+      - Configuration keys (RV(probe.key)) whose lab measurement the caller already
+        holds, from an earlier run or another host. When this host's key is one of them
+        the hold is not repeated and RV(probe) holds only C(key), C(on_record=true),
+        C(mode), C(scope), C(settings), C(settings_from) and C(summary).
+      - The key hashes everything a lab measurement depends on (the kernel's release,
+        build and architecture, root or not, the descriptor limits, the copied
+        settings, the options and portpool's version), so a match measures nothing new.
+      - C(mode=lab) only; C(mode=host) always measures.
+    type: list
+    elements: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -210,6 +222,15 @@ probe:
         (see O(namespace)).
       type: str
       sample: host
+    key:
+      description: C(mode=lab) only, else null. What this measurement depends on, hashed
+        (see O(on_record)).
+      type: str
+      sample: 0f3c9a1d2b7e4c5a8f6e0d1c2b3a4958
+    on_record:
+      description: True when the key was in O(on_record) and nothing was measured.
+      type: bool
+      returned: when true
     range:
       description: The host's configured C(ip_local_port_range), [low, high].
       type: list

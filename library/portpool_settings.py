@@ -356,7 +356,7 @@ def get_argument_spec():
         facts=dict(type="dict"),
         probe=dict(type="dict"),
         verify=dict(type="bool", default=True),
-        verify_probe=dict(type="dict", options=probe_argument_spec()),
+        verify_probe=dict(type="dict", options=probe_argument_spec(on_record=False)),
     )
 
 

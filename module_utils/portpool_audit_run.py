@@ -36,6 +36,7 @@ from .portpool_files import (
     utc_now,
     utc_stamp,
 )
+from .portpool_probe_record import filled_in, updated_record, write_record
 from .portpool_result_summary import host_summary
 
 
@@ -55,6 +56,9 @@ def audit_argument_spec():
         "run_id": {"type": "str"},
         "slice": {"type": "str"},
         "awx": {"type": "dict", "default": {}},
+        # What portpool_probe_record read (`path`, `measurements`): the probes that
+        # skipped their hold are filled in from it, and it is written back.
+        "probe_record": {"type": "dict"},
     }
 
 
@@ -89,6 +93,14 @@ def write_json(path, data):
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
+def with_record(facts_result, entries):
+    """A registered facts result whose probe skipped its hold, filled in from the record."""
+    probe, error = filled_in(facts_result.get("probe"), entries)
+    if probe is facts_result.get("probe"):
+        return facts_result
+    return dict(facts_result, probe=probe, probe_error=error or facts_result.get("probe_error"))
+
+
 def build_contexts(params):
     """HostContexts, audit times and group lists from the action's dict keyed by host.
 
@@ -98,6 +110,7 @@ def build_contexts(params):
     contexts, times, groups = [], {}, {}
     policies = params.get("policies")
     facts_results = params.get("facts_results")
+    entries = (params.get("probe_record") or {}).get("measurements") or {}
     for name, given in params["hosts"].items():
         info = dict(given) if isinstance(given, dict) else {}
         if policies is not None:
@@ -111,7 +124,8 @@ def build_contexts(params):
             ctx = context(name, policy=policy, groups=host_groups, status="failed",
                           error="no audit input: the host left the play early")
         else:
-            ctx = context_from_result(name, host_groups, facts_result, policy)
+            ctx = context_from_result(name, host_groups, with_record(facts_result, entries),
+                                      policy)
         contexts.append(ctx)
         times[name] = info.get("started") or utc_now()
         groups[name] = host_groups
@@ -166,6 +180,12 @@ def run(params):
             "file": file_path,
         })
     fsync_dir(results_dir)  # once for every rename above, not once a file
+    record = params.get("probe_record")
+    if record and record.get("path"):
+        write_record(record["path"], updated_record(
+            record.get("measurements") or {},
+            [(ctx.host, ctx.probe, times[ctx.host]) for ctx in contexts if ctx.probe],
+            run["id"]))
     errors = grouped_errors(contexts)
     gate.sort(key=lambda item: (-SEVERITY_RANK[item["severity"]], item["host"], item["id"]))
     blocking_lines = ["%s %s %s %s: %s" % (

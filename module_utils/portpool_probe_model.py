@@ -11,7 +11,9 @@ function of its arguments so unit tests can pin every case down.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import math
 
 from .portpool_probe_partition import compact_ports, missing_verdict
@@ -445,6 +447,41 @@ def make_plan(params, settings, is_root):
         "reuse_wait_s": reuse_wait_seconds(settings),
     }
     return plan, None
+
+
+def configuration_key(plan, machine, version):
+    """What a lab measurement depends on, hashed; None outside the lab.
+
+    A lab namespace starts empty, so its measurement is a function of the kernel,
+    the settings copied into it, who runs it, its descriptor limits, the options
+    and portpool's own code: `machine` holds the first three (kernel release,
+    build and architecture, root or not, the limits) and `version` the last.
+    Two hosts, or two runs, with the same key measure the same thing, so a caller
+    holding that measurement on record need not repeat it (docs/probe.md).
+    """
+    if plan["mode"] != "lab":
+        return None
+    basis = {
+        "portpool": version,
+        "machine": machine,
+        "settings": plan["settings"]["raw"],
+        "scope": plan["scope"],
+        "measured_range": plan["measured_range"],
+        "cap": plan["cap"],
+        "timeout": plan["timeout"],
+        "churn_seconds": plan["churn_seconds"],
+        "refusals": plan.get("refusals") or [],
+    }
+    text = json.dumps(basis, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def on_record_result(plan, key):
+    """The probe's result when the caller holds this configuration's measurement."""
+    return {"key": key, "on_record": True, "mode": plan["mode"], "scope": plan["scope"],
+            "settings": plan["settings"]["raw"],
+            "summary": "on record: this kernel and these settings were measured before"
+                       " (key %s); the hold was not repeated" % key}
 
 
 def churn_summary(raw, usable, reuse, delay_ms, wait_s, *, churn_usable=None):

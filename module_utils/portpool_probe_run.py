@@ -11,6 +11,7 @@ host instead of two.
 from __future__ import annotations
 
 import os
+import resource
 
 from .portpool_netns_inspect import run_inside
 from .portpool_probe_engine import ProbeError, Terminated, run_probe
@@ -20,15 +21,20 @@ from .portpool_probe_model import (
     DEFAULT_TIMEOUT,
     build_result,
     check_options,
+    configuration_key,
     host_settings,
     make_plan,
+    on_record_result,
 )
 from .portpool_probe_partition import parse_refusals
 from .portpool_sysctl import read_sysctl
+from .portpool_version import VERSION
 
 
-def probe_argument_spec():
-    return {
+def probe_argument_spec(on_record=True):
+    """The probe's options; a verification after a change (`on_record=False`) always
+    measures, so it has no `on_record`."""
+    spec = {
         "mode": {"type": "str", "default": "lab", "choices": ["lab", "host"]},
         "scope": {"type": "str", "default": "quick", "choices": ["quick", "full"]},
         "sample_ports": {"type": "int"},
@@ -38,6 +44,9 @@ def probe_argument_spec():
         "destination": {"type": "str"},
         "namespace": {"type": "str"},
     }
+    if on_record:
+        spec["on_record"] = {"type": "list", "elements": "str"}
+    return spec
 
 
 def namespace_path(name):
@@ -52,6 +61,15 @@ def namespace_path(name):
 def read_host_values(root="/proc/sys"):
     """The host's texts of the sysctls the lab copies (None when absent)."""
     return {key: read_sysctl(key, root) for key in COPIED_KEYS}
+
+
+def machine_identity():
+    """The kernel (release, build, architecture), root or not, and the descriptor
+    limits: what, with the settings and options, a lab measurement depends on."""
+    uname = os.uname()
+    return {"kernel": [uname.release, uname.version, uname.machine],
+            "root": os.geteuid() == 0,
+            "fd_limits": list(resource.getrlimit(resource.RLIMIT_NOFILE))}
 
 
 def prepare(params, values, is_root):
@@ -105,6 +123,10 @@ def measure(params, check_mode):
     if check_mode and params["mode"] == "host":
         return Outcome(skipped="mode=host holds the host's own ports; nothing measured in"
                                " check mode")
+    key = configuration_key(plan, machine_identity(), VERSION)
+    settings_from = "namespace %s" % path if namespace else "host"
+    if key is not None and key in (params.get("on_record") or ()):
+        return Outcome(probe=dict(on_record_result(plan, key), settings_from=settings_from))
     try:
         raw = run_probe(plan)
     except (ProbeError, Terminated) as exc:
@@ -112,5 +134,6 @@ def measure(params, check_mode):
     except Exception as exc:  # run_probe has already reaped its children
         return Outcome(error="the probe failed: %s: %s" % (type(exc).__name__, exc))
     probe = build_result(plan, raw)
-    probe["settings_from"] = "namespace %s" % path if namespace else "host"
+    probe["settings_from"] = settings_from
+    probe["key"] = key
     return Outcome(probe=probe)

@@ -146,6 +146,13 @@ def rates(facts, busiest):
     }
 
 
+def _record(record):
+    record = _dict(record)
+    if not record:
+        return None
+    return {key: str(record.get(key) or "") or None for key in ("host", "measured_at", "run")}
+
+
 def probe_summary(probe):
     """The probe's measurement: held against expected, why it stopped, what is missing."""
     probe = _dict(probe)
@@ -165,6 +172,8 @@ def probe_summary(probe):
         "missing_ports": ([port for port in map(_int, missing) if port is not None][:100]
                           if isinstance(missing, list) else None),
         "text": str(probe.get("summary") or "") or None,
+        # Filled in from the measurements on record: which host measured it, when.
+        "record": _record(probe.get("record")),
     }
     for key in PROBE_FLAGS:
         summary[key] = _flag(probe.get(key) if key in probe else hold.get(key))

@@ -1,5 +1,6 @@
 """portpool_probe over SSH: every fleet host reports its own pool."""
 
+import json
 import re
 import textwrap
 
@@ -55,3 +56,45 @@ def test_probe_reports_each_hosts_own_pool(make_fleet):
     # The probe's lab never changed a host's own settings.
     assert fleet.sysctl("pr1", "net.ipv4.ip_local_port_range") == "40000 40999"
     assert fleet.sysctl("pr2", "net.ipv4.tcp_tw_reuse") == "0"
+
+
+def _probes(run_dir):
+    return {path.stem: json.loads(path.read_text())["probe"]
+            for path in (run_dir / "results").glob("*.json")}
+
+
+def test_audits_hold_each_configuration_once_until_it_changes(make_fleet, tmp_path):
+    """Two hosts share a configuration, a third differs: the second audit holds no
+    range, a host whose settings change measures again, and 0 days measures all."""
+    same = {"net.ipv4.ip_local_port_range": "40000 40999"}
+    fleet = make_fleet([HostSpec("rec1", sysctls=same), HostSpec("rec2", sysctls=same),
+                        HostSpec("rec3", sysctls={"net.ipv4.ip_local_port_range":
+                                                  "50000 50499"})])
+
+    def audit(name, **extra):
+        done = fleet.playbook("playbooks/audit.yml", extra_vars=dict(
+            portpool_report_dir=str(tmp_path / name), portpool_audit_probe_scope="full",
+            **extra))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return _probes(tmp_path / name)
+
+    first = audit("run1")
+    assert not any("record" in probe for probe in first.values())
+    assert first["rec1"]["key"] == first["rec2"]["key"] != first["rec3"]["key"]
+    record = tmp_path / "probes.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+
+    second = audit("run2")
+    for name, probe in second.items():
+        assert probe["record"]["run"] != "" and probe["key"] == first[name]["key"], name
+        assert probe["hold"] == first[probe["record"]["host"]]["hold"], name
+        assert "on record: measured on" in probe["summary"]
+    assert second["rec3"]["hold"]["established"] == 500
+
+    fleet.run("rec3", ["sysctl", "-qw", "net.ipv4.ip_local_port_range=50000 50299"])
+    third = audit("run3")
+    assert "record" not in third["rec3"] and third["rec3"]["hold"]["established"] == 300
+    assert "record" in third["rec1"] and "record" in third["rec2"]
+
+    fourth = audit("run4", portpool_audit_probe_reuse_days=0)
+    assert not any("record" in probe for probe in fourth.values())

@@ -174,6 +174,22 @@ def test_few_ports_even_odd_bounds_tw_reuse_0_full_scope():
     assert result["churn"]["model_rate_per_s"] == 0.1  # 9 ports / 60 s
 
 
+def test_a_configuration_on_record_is_not_measured_again():
+    """Each call is a fresh namespace: a second host with the same kernel and settings."""
+    sysctls = {"net.ipv4.ip_local_port_range": "40000 40999", "net.ipv4.tcp_tw_reuse": "0"}
+    first = _ok(probe("scope=full churn_seconds=0", sysctls))
+    key = first["key"]
+    assert len(key) == 32 and first["hold"]["established"] == 1000
+    again = _ok(probe("scope=full churn_seconds=0 on_record=other,%s" % key, sysctls))
+    assert {name: again[name] for name in ("key", "on_record", "mode", "scope")} == {
+        "key": key, "on_record": True, "mode": "lab", "scope": "full"}
+    assert "hold" not in again
+    changed = dict(sysctls, **{"net.ipv4.ip_local_reserved_ports": "40005"})
+    measured = _ok(probe("scope=full churn_seconds=0 on_record=%s" % key, changed))
+    assert measured["key"] != key and "on_record" not in measured
+    _exhausted(measured, 999)
+
+
 def test_default_range_quick_sample_tw_reuse_2_is_loopback_only():
     sysctls = {
         "net.ipv4.ip_local_port_range": "32768 60999",
