@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import time
+from datetime import datetime, timezone
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -127,6 +128,25 @@ def unique_file_names(names):
 def utc_now():
     """The time now in UTC, to the second: `2026-12-04T15:41:31Z`."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def parse_time(text):
+    """Seconds since the epoch for an ISO-8601 timestamp, or None.
+
+    A timestamp without a zone is taken as UTC, as the audit writes UTC.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
 
 
 def utc_stamp():

@@ -32,10 +32,9 @@ from .portpool_audit import (
     sort_findings,
 )
 from .portpool_audit_identity import policy_hash
-from .portpool_files import atomic_write, make_private_dir, safe_file_name
+from .portpool_files import atomic_write, make_private_dir, parse_time, safe_file_name
 from .portpool_report import (
     list_result_files,
-    parse_time,
     read_result_file,
 )
 

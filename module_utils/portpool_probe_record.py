@@ -14,16 +14,17 @@ which host measured it and when (docs/probe.md).
 
 from __future__ import annotations
 
-import calendar
 import json
 import os
 import time
 
-from .portpool_files import atomic_write
+from .portpool_files import atomic_write, parse_time
 
 RECORD_FILE = "probes.json"
 SCHEMA = 1
 DAY = 86400
+# What every entry holds; filled_in reads each of them.
+ENTRY_KEYS = ("probe", "host", "measured_at", "run")
 
 
 def record_path(run_folder):
@@ -31,9 +32,16 @@ def record_path(run_folder):
     return os.path.join(os.path.dirname(os.path.normpath(run_folder)), RECORD_FILE)
 
 
-def epoch(stamp):
-    """Seconds since the epoch of a `2026-12-05T02:10:09Z` time."""
-    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+def measured_epoch(entry):
+    """When an entry was measured, in seconds since the epoch; ValueError when the
+    entry lacks a field or its time is not one."""
+    missing = [key for key in ENTRY_KEYS if key not in entry]
+    if missing or not isinstance(entry["probe"], dict):
+        raise ValueError("an entry lacks %s" % (", ".join(missing) or "its probe"))
+    stamp = parse_time(entry["measured_at"])
+    if stamp is None:
+        raise ValueError("%r is not a time" % (entry["measured_at"],))
+    return stamp
 
 
 def read_record(path, max_age_days, now=None):
@@ -53,8 +61,7 @@ def read_record(path, max_age_days, now=None):
             raise ValueError("not a schema %d record" % SCHEMA)
         now = time.time() if now is None else now
         fresh = {key: entry for key, entry in entries.items()
-                 if now - epoch(entry["measured_at"]) < max_age_days * DAY
-                 and isinstance(entry.get("probe"), dict)}
+                 if now - measured_epoch(entry) < max_age_days * DAY}
     except FileNotFoundError:
         return {}, None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -75,7 +82,7 @@ def filled_in(probe, entries):
     if entry is None:
         return None, ("the probe skipped its hold for a measurement on record that this"
                       " run does not hold (key %s): run the audit again" % probe.get("key"))
-    record = {key: entry[key] for key in ("host", "measured_at", "run")}
+    record = {key: entry[key] for key in ENTRY_KEYS if key != "probe"}
     summary = "%s; on record: measured on %s at %s with the same kernel and settings" % (
         entry["probe"].get("summary") or "", record["host"], record["measured_at"])
     return dict(entry["probe"], settings_from=probe.get("settings_from"), record=record,

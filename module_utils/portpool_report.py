@@ -30,9 +30,8 @@ import json
 import math
 import os
 import re
-from datetime import datetime, timezone
 
-from .portpool_files import safe_file_name
+from .portpool_files import parse_time, safe_file_name
 from .portpool_files import unique_file_names as unique_names
 from .portpool_report_host import (
     fix_first,
@@ -95,25 +94,6 @@ def as_str(value, default=""):
 
 def as_dict(value):
     return value if isinstance(value, dict) else {}
-
-
-def parse_time(text):
-    """Seconds since the epoch for an ISO-8601 timestamp, or None.
-
-    A timestamp without a zone is taken as UTC, as the audit writes UTC.
-    """
-    if not isinstance(text, str) or not text:
-        return None
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
 
 
 def worse(first, second):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ansible.module_utils import portpool_audit_run as audit_run
 from ansible.module_utils import portpool_probe_record as record
+from ansible.module_utils.portpool_files import parse_time
 from ansible.module_utils.portpool_probe_model import (
     configuration_key,
     host_settings,
@@ -19,7 +20,7 @@ from tests.unit.test_probe_model import HOST, PARAMS
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 MACHINE = {"kernel": ["6.12.118", "#1 SMP Debian", "x86_64"], "root": True,
            "fd_limits": [1024, 524288]}
-NOW = record.epoch("2026-12-05T12:00:00Z")
+NOW = parse_time("2026-12-05T12:00:00Z")
 
 
 def key_of(params=None, values=None, machine=None, version="0.2.0"):
@@ -93,8 +94,16 @@ def test_the_record_round_trips_and_old_entries_are_not_handed_on(tmp_path):
     assert record.read_record(path, 0, NOW) == ({}, None)  # 0: measure every host
 
 
-@pytest.mark.parametrize("text", ["{", '{"schema": 2, "measurements": {}}',
-                                  '{"schema": 1, "measurements": {"k": {"probe": {}}}}'])
+@pytest.mark.parametrize("text", [
+    "{", '{"schema": 2, "measurements": {}}',
+    '{"schema": 1, "measurements": {"k": {"probe": {}}}}',
+    # Every field filled_in reads, or the whole record is ignored: never a KeyError later.
+    '{"schema": 1, "measurements": {"k": {"probe": {}, "measured_at": "2026-12-05T11:00:00Z",'
+    ' "run": "r"}}}',
+    '{"schema": 1, "measurements": {"k": {"probe": [], "host": "a", "run": "r",'
+    ' "measured_at": "2026-12-05T11:00:00Z"}}}',
+    '{"schema": 1, "measurements": {"k": {"probe": {}, "host": "a", "run": "r",'
+    ' "measured_at": "yesterday"}}}'])
 def test_an_unreadable_record_is_ignored_with_a_warning(tmp_path, text):
     path = tmp_path / record.RECORD_FILE
     path.write_text(text)

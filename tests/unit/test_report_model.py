@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from ansible.module_utils.portpool_files import parse_time
 from ansible.module_utils.portpool_report import (
     build_model,
     destination_candidates,
@@ -12,7 +13,6 @@ from ansible.module_utils.portpool_report import (
     load_rules,
     merge_records,
     nice_axis,
-    parse_time,
     safe_file_name,
     summarise_result,
     summary_table,
