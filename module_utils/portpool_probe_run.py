@@ -14,7 +14,6 @@ import os
 import resource
 
 from .portpool_netns_inspect import run_inside
-from .portpool_probe_engine import ProbeError, Terminated, run_probe
 from .portpool_probe_model import (
     COPIED_KEYS,
     DEFAULT_CHURN_SECONDS,
@@ -127,6 +126,10 @@ def measure(params, check_mode):
     settings_from = "namespace %s" % path if namespace else "host"
     if key is not None and key in (params.get("on_record") or ()):
         return Outcome(probe=dict(on_record_result(plan, key), settings_from=settings_from))
+    # Loaded only to measure: a host on record skips compiling it, and every
+    # payload import is compiled afresh on each run (AnsiballZ runs from a zip).
+    from .portpool_probe_engine import ProbeError, Terminated, run_probe  # noqa: PLC0415
+
     try:
         raw = run_probe(plan)
     except (ProbeError, Terminated) as exc:

@@ -9,6 +9,7 @@ import portpool_probe
 import pytest
 import yaml
 from ansible.module_utils import basic
+from ansible.module_utils import portpool_probe_engine as probe_engine
 from ansible.module_utils import portpool_probe_run as probe_run
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.portpool_probe_engine import count_port_sockets, netstat_counter
@@ -102,7 +103,7 @@ def _run_main(monkeypatch, args, values=HOST, euid=0):
     monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args})))
     monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
     monkeypatch.setattr(probe_run, "read_host_values", lambda root="/proc/sys": values)
-    monkeypatch.setattr(probe_run, "run_probe", fake_run_probe)
+    monkeypatch.setattr(probe_engine, "run_probe", fake_run_probe)
     monkeypatch.setattr(probe_run.os, "geteuid", lambda: euid)
     monkeypatch.setattr(sys, "argv", ["portpool_probe"])
     with pytest.raises(SystemExit):
