@@ -257,7 +257,8 @@ def check_hosts(policies, options):
     found, validated = {}, {}
     for host, variables in policies.items():
         if not isinstance(variables, dict):
-            found[host] = ["%s: its policy variables were not collected" % host]
+            found[host] = ["%s: its policy variables could not be read (the error above"
+                           " names the variable)" % host]
             continue
         values, errors = validated_values(variables, options)
         # Bounds only make sense once the types are right.
