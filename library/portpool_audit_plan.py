@@ -20,7 +20,7 @@ description:
     record, returns each host's M(portpool_facts) arguments, whether to become root,
     and whether its event is lean (C(no_log)).
   - The per-host task then only looks its call up. A per-host task that templated the
-    same decisions with filters would load and run them again in every forked worker:
+    same decisions with filters would load and run them again in every forked worker,
     about 16 ms of controller CPU per host on the test fleet (C(docs/scale.md)).
 version_added: "0.2.0"
 author: portpool contributors (!UNKNOWN)
