@@ -68,17 +68,21 @@ PLAYBOOK = """- name: Check the policy of every host
 """
 
 
+def _playbook(tmp_path, *argv):
+    """Run ansible-playbook with this repository's configuration and venv."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    return subprocess.run(["ansible-playbook", *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
 def test_each_host_policy_follows_ansible_precedence(tmp_path):
     (tmp_path / "hosts.yml").write_text(INVENTORY)
     (tmp_path / "check.yml").write_text(PLAYBOOK)
     out = tmp_path / "validated.json"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
-               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "check.yml"),
-         "-e", "out=%s" % out, "-e", '{"portpool_audit_min_usable_ports": 2000}'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = _playbook(tmp_path, "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "check.yml"),
+                       "-e", "out=%s" % out, "-e", '{"portpool_audit_min_usable_ports": 2000}')
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     validated = json.loads(out.read_text())
     assert set(validated) == {"a", "b"}
@@ -105,13 +109,8 @@ def test_each_host_policy_follows_ansible_precedence(tmp_path):
 def test_an_unreadable_policy_variable_stops_the_run_naming_host_and_variable(tmp_path):
     (tmp_path / "hosts.yml").write_text(INVENTORY.replace(
         "namespace_limit: 3", 'portpool_audit_namespace_max: "{{ no_such_variable }}"'))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
-               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    result = subprocess.run(
-        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(REPO / "audit.yml"),
-         "-e", "portpool_report_root=%s" % (tmp_path / "reports")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = _playbook(tmp_path, "-i", str(tmp_path / "hosts.yml"), str(REPO / "audit.yml"),
+                       "-e", "portpool_report_root=%s" % (tmp_path / "reports"))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "'no_such_variable' is undefined" in output, output[-3000:]
